@@ -1,0 +1,267 @@
+"""Downloads (and preprocesses) the few-shot datasets into <data_root>/<dataset>/.
+
+    python data/get_data.py --dataset omniglot                     # official zips + cache
+    python data/get_data.py --dataset omniglot --source metadrop   # metadrop's train/test.npy
+    python -m data.get_data --dataset omniglot --small
+
+Like metadrop's get_data.py the files land in ./data/<dataset>/ by default and transfers
+show a tqdm bar; unlike it, transfers resume after an interruption, are retried, and are
+checked (md5 where known) before they get their final name. Run with --help for every flag.
+"""
+import argparse
+import collections
+import logging
+import os
+import sys
+import zipfile
+
+if __package__ in (None, ''):
+    # Run as `python data/get_data.py`: Python put data/ itself first on sys.path, where our
+    # modules (datasets.py, ...) would shadow installed packages of the same name. Put the
+    # repository root there instead, so `data.*` imports as a package.
+    _here = os.path.dirname(os.path.realpath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != _here]
+    sys.path.insert(0, os.path.dirname(_here))
+
+from data.download import DownloadError, download  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# A file of a dataset source. `name` is the key --url_override uses; `extra` names the flag
+# that asks for an optional file (None: always fetched); `check` validates the file's
+# content after download and raises DownloadError (having deleted it) when it is unusable.
+RemoteFile = collections.namedtuple(
+    'RemoteFile', 'name filename url md5 size extra check', defaults=(None, None, None, None))
+
+# files: RemoteFiles; preprocess(dataset_dir, paths, force) -> a path to report, or None.
+Source = collections.namedtuple('Source', 'description files preprocess')
+Dataset = collections.namedtuple('Dataset', 'sources default_source')
+
+OMNIGLOT_BASE_URL = 'https://github.com/brendenlake/omniglot/raw/master/python'
+
+# metadrop's data.py reshapes these to [4800, 20, 784] and [1692, 20, 784]: characters x
+# 4 rotations, 20 drawers, 28*28 pixels (fidelity notes 4.1).
+METADROP_DRAWERS, METADROP_PIXELS, METADROP_ROTATIONS = 20, 28 * 28, 4
+
+
+def check_metadrop_npy(path):
+    """Deletes `path` and raises DownloadError unless it reads as [N, 20, 784], N % 4 == 0.
+
+    The stored shape of the Dropbox files is not documented (metadrop reshapes after
+    loading), so any shape with that many elements per class is accepted."""
+    import numpy as np
+    try:
+        arr = np.load(path, mmap_mode='r', allow_pickle=False)
+        if not isinstance(arr, np.ndarray):  # an .npz archive
+            arr.close()
+            raise ValueError('it is an .npz archive, not a single array')
+        shape = arr.shape
+        per_class = METADROP_DRAWERS * METADROP_PIXELS
+        n = arr.size // per_class if arr.size % per_class == 0 else None
+        problem = None
+        if n is None or n == 0 or n % METADROP_ROTATIONS:
+            problem = (f'it holds an array of shape {shape}, which cannot be read as '
+                       f'[N, {METADROP_DRAWERS}, {METADROP_PIXELS}] with N a positive multiple '
+                       f'of {METADROP_ROTATIONS} (classes x rotations)')
+        del arr
+    except (ValueError, OSError, EOFError) as exc:
+        problem = f'numpy cannot read it as an array ({exc})'
+    if problem is not None:
+        os.remove(path)
+        raise DownloadError(f'{path} is not a usable metadrop data file: {problem}. It was '
+                            'deleted; rerun to download it again, and if this repeats the '
+                            'source is serving a different file.')
+    log.info('%s: %d classes x %d drawers x %d pixels.', path, n, METADROP_DRAWERS,
+             METADROP_PIXELS)
+
+
+def preprocess_omniglot(dataset_dir, paths, force):
+    try:
+        from data.omniglot import build_cache
+    except ImportError as exc:
+        raise DownloadError(
+            f'The zips are in {dataset_dir}, but they cannot be preprocessed because '
+            f'data.omniglot.build_cache is not available ({exc}). Reinstall the project, or '
+            'pass --no_preprocess to only download.') from None
+    try:
+        from data.datasets import DatasetError  # the readers' user-facing error
+    except ImportError:
+        DatasetError = ValueError
+    try:
+        return build_cache(dataset_dir, force=force)
+    except (DatasetError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DownloadError(
+            f'Preprocessing the Omniglot zips in {dataset_dir} failed: {type(exc).__name__}: '
+            f'{exc}. If a zip is damaged, delete it and rerun to download it again.') from None
+
+
+DATASETS = {
+    'omniglot': Dataset(
+        default_source='official',
+        sources={
+            'official': Source(
+                description='the official Omniglot zips (Lake et al.), decoded by '
+                            'data.omniglot into omniglot28.npz',
+                preprocess=preprocess_omniglot,
+                files=tuple(
+                    RemoteFile(name, name + '.zip', f'{OMNIGLOT_BASE_URL}/{name}.zip', md5,
+                               extra=extra)
+                    for name, md5, extra in (
+                        ('images_background', '68d2efa1b9178cc56df9314c21c6e718', None),
+                        ('images_evaluation', '6b91aef0f799c5bb55b94e3f2daec811', None),
+                        ('images_background_small1', 'e704a628b5459e08445c13499850abc4',
+                         'small'),
+                        ('images_background_small2', 'b75a71a51d3b13f821f212756fe481fd',
+                         'small'),
+                    ))),
+            'metadrop': Source(
+                description="Meta-Dropout's preprocessed train.npy/test.npy (Dropbox; no "
+                            'published checksum, so the size and array shape are checked)',
+                preprocess=None,
+                files=(
+                    RemoteFile('train', 'train.npy',
+                               'https://www.dropbox.com/s/h13g4b2awd7xdr6/train.npy?dl=1',
+                               check=check_metadrop_npy),
+                    RemoteFile('test', 'test.npy',
+                               'https://www.dropbox.com/s/w313ybz6rls1e83/test.npy?dl=1',
+                               check=check_metadrop_npy),
+                )),
+        }),
+}
+
+EXTRAS = {'small': 'also fetch images_background_small1/2.zip (the "minimal" Omniglot subsets)'}
+
+
+def _parser():
+    sources = sorted({name for d in DATASETS.values() for name in d.sources})
+    source_help = '; '.join(
+        f'{ds}: ' + '; '.join(f'{name}{" (default)" if name == d.default_source else ""} = '
+                              f'{src.description}' for name, src in d.sources.items())
+        for ds, d in DATASETS.items())
+    addresses = '\n'.join(
+        f'  {ds} {name}: ' + ('\n' + ' ' * (len(ds) + len(name) + 5)).join(
+            f'{f.name}: {f.url}' for f in src.files)
+        for ds, d in DATASETS.items() for name, src in d.sources.items())
+    p = argparse.ArgumentParser(
+        prog='get_data.py',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description='Download a few-shot dataset into <data_root>/<dataset>/ and preprocess\n'
+                    'it. Finished files are verified and never fetched twice; an interrupted\n'
+                    'download resumes when the same command is rerun.',
+        epilog='mirrors and tests:\n'
+               '  --base_url B fetches every file of the chosen source from B/<filename>.\n'
+               '  --url_override NAME=URL fetches one file from URL (NAME is the file name\n'
+               '  with or without extension, e.g. images_background or train.npy).\n'
+               '  The known md5 checksums still apply to files fetched from a mirror; pass\n'
+               '  --no_verify to skip them when you deliberately serve different files\n'
+               '  (e.g. a small test fixture).\n\n'
+               f'default addresses (NAME: URL):\n{addresses}')
+    p.add_argument('--dataset', required=True, choices=sorted(DATASETS),
+                   help='dataset to fetch')
+    p.add_argument('--source', default=None, choices=sources,
+                   help=f'where the data comes from. {source_help}')
+    p.add_argument('--data_root', default='./data',
+                   help='files go to <data_root>/<dataset>/ (default: ./data, as in the '
+                        'originals)')
+    for extra, text in EXTRAS.items():
+        p.add_argument('--' + extra, action='store_true', help=text)
+    p.add_argument('--base_url', default=None,
+                   help='fetch every file of the source from <base_url>/<filename> '
+                        '(a mirror; see below)')
+    p.add_argument('--url_override', action='append', default=[], metavar='NAME=URL',
+                   help='fetch the file NAME from URL (repeatable); wins over --base_url')
+    p.add_argument('--no_verify', action='store_true',
+                   help='skip the known md5 checksums (the length announced by the server '
+                        'and, for metadrop, the array shape are still checked)')
+    p.add_argument('--no_preprocess', action='store_true',
+                   help='only download; do not build the preprocessed cache')
+    p.add_argument('--force', action='store_true',
+                   help='rebuild the preprocessed cache even if it is up to date')
+    p.add_argument('--retries', type=int, default=5,
+                   help='retries per file after network errors, HTTP 5xx or 429 (default 5)')
+    p.add_argument('--no_progress', action='store_true', help='hide the progress bars')
+    return p
+
+
+def _find(files, key):
+    for f in files:
+        if key in (f.name, f.filename):
+            return f
+    return None
+
+
+def main(argv=None):
+    """Runs the CLI; returns the process exit code (0 on success)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    dataset = DATASETS[args.dataset]
+    source_name = args.source or dataset.default_source
+    if source_name not in dataset.sources:
+        parser.error(f'--source for {args.dataset} must be one of: '
+                     + ', '.join(dataset.sources))
+    source = dataset.sources[source_name]
+
+    overrides = {}
+    for item in args.url_override:
+        key, sep, url = item.partition('=')
+        f = _find(source.files, key.strip())
+        if not sep or not url:
+            parser.error(f'--url_override expects NAME=URL, got {item!r}')
+        if f is None:
+            parser.error(f'--url_override: {args.dataset}/{source_name} has no file {key!r}; '
+                         'known: ' + ', '.join(x.name for x in source.files))
+        overrides[f.name] = url
+
+    wanted = [f for f in source.files if f.extra is None or getattr(args, f.extra)]
+    for extra in EXTRAS:
+        if getattr(args, extra) and not any(f.extra == extra for f in source.files):
+            log.warning('--%s has no effect for %s/%s.', extra, args.dataset, source_name)
+    for f in source.files:
+        if f not in wanted and f.name in overrides:
+            log.warning('--url_override for %s is ignored: pass --%s to fetch that file.',
+                        f.name, f.extra)
+
+    dataset_dir = os.path.join(args.data_root, args.dataset)
+    if args.no_verify:
+        log.warning('--no_verify: the known checksums are not checked.')
+    try:
+        paths = []
+        for f in wanted:
+            if f.name in overrides:
+                url = overrides[f.name]
+            elif args.base_url:
+                url = args.base_url.rstrip('/') + '/' + f.filename
+            else:
+                url = f.url
+            try:
+                path = download(url, os.path.join(dataset_dir, f.filename),
+                                md5=None if args.no_verify else f.md5,
+                                size=None if args.no_verify else f.size,
+                                retries=args.retries, progress=not args.no_progress)
+            except DownloadError as exc:
+                if exc.kind == 'verify' and url != f.url:
+                    raise DownloadError(f'{exc} It came from {url} instead of the original '
+                                        f'{f.url}; if that is deliberately a different file, '
+                                        'rerun with --no_verify.', kind=exc.kind) from None
+                raise
+            if f.check is not None:
+                f.check(path)
+            paths.append(path)
+        result = None
+        if source.preprocess is not None and not args.no_preprocess:
+            result = source.preprocess(dataset_dir, paths, args.force)
+    except DownloadError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('\ninterrupted: partial downloads are kept as *.part files; rerun the same '
+              'command to resume.', file=sys.stderr)
+        return 130
+    print(f'{args.dataset} ({source_name}) is ready in {dataset_dir}'
+          + (f'; preprocessed: {result}' if result else ''))
+    return 0
+
+
+if __name__ == '__main__':
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    sys.exit(main())
