@@ -12,6 +12,7 @@ setup(
     install_requires=[
         'tensorflow>=2.16,<3',
         'tensorflow-probability>=0.24,<1',
+        'tensorboard>=2.16',
         'tf-keras>=2.16,<3',
         'dm-sonnet>=2.0.2,<3',
         'absl-py>=1.0',

@@ -20,9 +20,17 @@ BN_EPSILON = 1e-3  # tf.contrib.layers.batch_norm default
 
 
 def batch_norm(x, beta, epsilon=BN_EPSILON):
-    """Batch-statistics batch norm with shift only, over all axes but the last."""
-    mean, var = tf.nn.moments(x, axes=list(range(x.shape.rank - 1)))
-    return (x - mean) * tf.math.rsqrt(var + epsilon) + beta
+    """Batch-statistics batch norm with shift only, over all axes but the last (biased
+    variance, as tf.contrib's batch_norm in training mode).
+
+    Not tf.nn.moments: it stops the gradient of the mean inside the variance, which is
+    harmless for first derivatives but drops a term of the second derivative that
+    second-order MAML differentiates through."""
+    axes = list(range(x.shape.rank - 1))
+    mean = tf.reduce_mean(x, axes)
+    centred = x - mean
+    var = tf.reduce_mean(tf.square(centred), axes)
+    return centred * tf.math.rsqrt(var + epsilon) + beta
 
 
 def truncated_normal(stddev):

@@ -1,0 +1,157 @@
+"""Entry point: `python main.py --mode meta_train|meta_test|export --savedir DIR ...`.
+
+Flag names and defaults are the originals' (metadrop main.py for the MAML family); every
+flag is listed with its help by `python main.py --helpfull`.
+"""
+import os
+import sys
+import types
+
+from absl import app
+from absl import flags
+
+MODES = ('meta_train', 'meta_test', 'export')
+METHODS = ('maml', 'fomaml', 'metasgd')
+DATASETS = ('omniglot', 'folder', 'synthetic')
+
+FLAGS = flags.FLAGS
+# --- the original's flags (metadrop main.py), same names and defaults ---
+flags.DEFINE_integer('gpu_id', 0, 'GPU id; sets CUDA_VISIBLE_DEVICES as the original did '
+                     '(-1: CPU only). Ignored on a machine without GPUs.')
+flags.DEFINE_string('mode', 'meta_train', f'One of {", ".join(MODES)}.')
+flags.DEFINE_string('savedir', None, 'Folder for checkpoints, logs (meta_train.log, '
+                    'meta_test.log), config.json and TensorBoard summaries.')
+flags.DEFINE_integer('save_freq', 1000, 'Save a checkpoint every this many iterations.')
+flags.DEFINE_integer('n_train_iters', 60000, 'Meta-training iterations (the loop runs '
+                     'iterations 0..n_train_iters inclusive, as the original).')
+flags.DEFINE_integer('n_test_iters', 1000, 'Meta-test episodes.')
+flags.DEFINE_string('dataset', 'omniglot', f'One of {", ".join(DATASETS)}.')
+flags.DEFINE_integer('way', 20, 'N: classes per task.')
+flags.DEFINE_integer('shot', 1, 'K: support examples per class.')
+flags.DEFINE_integer('query', 5, 'Query examples per class (the runfiles pass 15).')
+flags.DEFINE_integer('metabatch', 16, 'Tasks per meta-iteration.')
+flags.DEFINE_float('meta_lr', 1e-3, 'beta: outer-loop Adam learning rate.')
+flags.DEFINE_float('inner_lr', 0.1, 'alpha: inner-loop gradient step size (initial value '
+                   'of the learned step sizes with --model metasgd unless --alpha_init).')
+flags.DEFINE_integer('n_steps', 5, 'Inner gradient steps at meta-train.')
+flags.DEFINE_integer('n_test_mc_samp', 1, 'MC samples of the inner-step loss at meta-test '
+                     '(stochastic methods; unused by maml/fomaml/metasgd).')
+flags.DEFINE_boolean('maml', False, "metadrop's switch back to plain MAML on the "
+                     'Meta-Dropout code path (used by --model metadrop).')
+# --- this project's flags ---
+flags.DEFINE_string('model', 'maml', f'Method: {", ".join(METHODS)} (maml: second order; '
+                    'fomaml: first-order MAML; metasgd: learned per-parameter step sizes).')
+flags.DEFINE_string('backbone', 'conv4', 'conv4: metadrop Conv4 (stride-1 conv, BN shift '
+                    'only, ReLU, max-pool; truncated-normal 0.02 init); maml_conv4: '
+                    'cbfinn/maml Conv4 (Glorot init; stride-2 convs and a spatial mean on '
+                    '28x28 grey inputs, max-pool otherwise).')
+flags.DEFINE_integer('n_channel', None, 'Conv channels; default 64 on 28x28 grey inputs, '
+                     '32 otherwise (the originals).')
+flags.DEFINE_integer('n_test_steps', None, 'Inner steps at validation/meta-test; default '
+                     'n_steps (metadrop; cbfinn/maml used 10).')
+flags.DEFINE_float('alpha_init', None, 'Initial value of the Meta-SGD step sizes; default '
+                   'inner_lr (l2b uses 0.01).')
+flags.DEFINE_enum('inner_loss', 'mean', ['mean', 'maml_sum'], 'Inner-loop loss scaling: '
+                  'mean cross-entropy (metadrop, PyTorch-MAML) or maml_sum = sum of '
+                  'per-example CE / K (cbfinn/maml, i.e. way times larger steps).')
+flags.DEFINE_float('clip_value', 3.0, 'Element-wise meta-gradient clipping to [-c, c] '
+                   '(metadrop: 3; cbfinn/maml miniImageNet: 10); 0 disables.')
+flags.DEFINE_integer('seed', 0, 'Seed of the initialisation and of every episode drawn.')
+flags.DEFINE_string('data_root', './data', 'Datasets live in <data_root>/<dataset>/ '
+                    '(./data/omniglot/ as the originals).')
+flags.DEFINE_boolean('reuse_task_classes', False, "Reproduce metadrop's data.py bug: all "
+                     'tasks of one metabatch share one class set and label order.')
+flags.DEFINE_string('test_alphabets', '', 'Omniglot: comma-separated alphabets held out '
+                    'for meta-test (e.g. Korean,Tagalog); empty = the original split of '
+                    '1200 training characters, the rest for meta-test.')
+flags.DEFINE_string('val_alphabets', '', 'Omniglot: comma-separated alphabets held out for '
+                    'validation; empty = validate on the meta-test split (metadrop).')
+flags.DEFINE_enum('omniglot_source', 'auto', ['auto', 'npy', 'official', 'small'],
+                  'Which Omniglot files to read under <data_root>/omniglot/: metadrop '
+                  'train.npy/test.npy, the official zips, or the _small1/_small2 subsets; '
+                  'auto takes the first present in that order.')
+flags.DEFINE_string('folder_dir', '', '--dataset folder: DIR/<class>/<image> (or '
+                    'DIR/{train,val,test}/<class>/<image>); default <data_root>/folder.')
+flags.DEFINE_integer('image_size', None, '--dataset folder: images are resized to this '
+                     'square size (default 84).')
+flags.DEFINE_integer('channels', None, '--dataset folder: 1 (grey) or 3 (RGB; default).')
+flags.DEFINE_integer('data_seed', 0, '--dataset synthetic: seed of the generated glyphs.')
+flags.DEFINE_integer('print_freq', 50, 'Log the running training loss every this many '
+                     'iterations.')
+flags.DEFINE_integer('val_freq', 1000, 'Validate every this many iterations.')
+flags.DEFINE_integer('n_val_batches', 50, 'Metabatches per validation.')
+flags.DEFINE_integer('max_to_keep', 3, 'Checkpoints kept in the savedir.')
+flags.DEFINE_boolean('progress', True, 'Show tqdm progress bars.')
+
+POSITIVE_INTS = ('way', 'shot', 'query', 'metabatch', 'n_steps', 'n_test_mc_samp',
+                 'save_freq', 'n_test_iters', 'print_freq', 'val_freq', 'n_val_batches',
+                 'max_to_keep')
+POSITIVE_FLOATS = ('meta_lr', 'inner_lr')
+
+
+def config_from_flags():
+    """The run configuration: every flag defined above, as a plain namespace."""
+    names = [f.name for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])]
+    return types.SimpleNamespace(**{n: FLAGS[n].value for n in names})
+
+
+def validate(cfg):
+    errors = []
+    if cfg.mode not in MODES:
+        errors.append(f'--mode {cfg.mode!r} is not one of {", ".join(MODES)}')
+    if cfg.model not in METHODS:
+        errors.append(f'--model {cfg.model!r} is not one of {", ".join(METHODS)}')
+    if cfg.dataset not in DATASETS:
+        errors.append(f'--dataset {cfg.dataset!r} is not one of {", ".join(DATASETS)}')
+    for n in POSITIVE_INTS:
+        if getattr(cfg, n) < 1:
+            errors.append(f'--{n} must be a positive integer, got {getattr(cfg, n)}')
+    for n in POSITIVE_FLOATS:
+        if not getattr(cfg, n) > 0:
+            errors.append(f'--{n} must be positive, got {getattr(cfg, n)}')
+    if cfg.n_train_iters < 0:
+        errors.append(f'--n_train_iters must be >= 0, got {cfg.n_train_iters}')
+    if cfg.n_test_steps is not None and cfg.n_test_steps < 0:
+        errors.append(f'--n_test_steps must be >= 0, got {cfg.n_test_steps}')
+    if not cfg.savedir:
+        errors.append('--savedir is required (the folder for checkpoints and logs)')
+    if errors:
+        raise app.UsageError('; '.join(errors))
+
+
+def run_mode(cfg):
+    """Runs one mode; user-facing errors are raised as UserError subclasses."""
+    from model.runner import Runner
+    runner = Runner(cfg)
+    if cfg.mode == 'meta_train':
+        return runner.meta_train()
+    if cfg.mode == 'meta_test':
+        return runner.meta_test()
+    from model.export import export
+    return export(runner)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    cfg = config_from_flags()
+    validate(cfg)
+    if cfg.gpu_id is not None and 'CUDA_VISIBLE_DEVICES' not in os.environ:
+        os.environ['CUDA_VISIBLE_DEVICES'] = '' if cfg.gpu_id < 0 else str(cfg.gpu_id)
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    from data.datasets import DatasetError
+    from data.episodes import EpisodeSizeError
+    from model.runner import RunError
+    try:
+        run_mode(cfg)
+    except (DatasetError, EpisodeSizeError, RunError) as e:
+        sys.stderr.write(f'error: {e}\n')
+        sys.exit(1)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == '__main__':
+    run()
