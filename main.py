@@ -95,6 +95,16 @@ def config_from_flags():
     return types.SimpleNamespace(**{n: FLAGS[n].value for n in names})
 
 
+def parse_config(argv):
+    """Parses `argv` (flags only, no program name) into a validated configuration without
+    running anything: for tests and tools that drive the runner in-process."""
+    FLAGS.unparse_flags()
+    FLAGS(['main.py', *argv])
+    cfg = config_from_flags()
+    validate(cfg)
+    return cfg
+
+
 def validate(cfg):
     errors = []
     if cfg.mode not in MODES:
