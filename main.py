@@ -7,6 +7,10 @@ import os
 import sys
 import types
 
+# Before TensorFlow is imported anywhere: see model/__init__.py.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
 from absl import app
 from absl import flags
 
@@ -148,7 +152,6 @@ def main(argv):
     validate(cfg)
     if cfg.gpu_id is not None and 'CUDA_VISIBLE_DEVICES' not in os.environ:
         os.environ['CUDA_VISIBLE_DEVICES'] = '' if cfg.gpu_id < 0 else str(cfg.gpu_id)
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     from data.datasets import DatasetError
     from data.episodes import EpisodeSizeError
     from model.runner import RunError

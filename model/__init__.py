@@ -1,6 +1,14 @@
 """Methods by name. Each builder takes the run configuration (flags), the number of classes
 per task and the image shape, and returns a method module with `outer_variables` and
 `task_loss(xs, ys, xq, yq, training) -> (loss, acc)`."""
+import os
+
+# TensorFlow turns its oneDNN kernels on only for some CPUs; on the AMD EPYC machines this
+# project is developed on they make the second-order MAML step 1.8x faster (benchmarks/).
+# Takes effect only if TensorFlow is not imported yet; export TF_ENABLE_ONEDNN_OPTS=0 to
+# turn it off.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+
 from model import maml as _maml
 from model import nets as _nets
 

@@ -1,5 +1,10 @@
 """Shared pytest fixtures."""
+import os
 from pathlib import Path
+
+# As main.py does, before anything imports TensorFlow (see model/__init__.py).
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import pytest
 

@@ -138,3 +138,29 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(tmp_path):
     log = open(tmp_path / 'meta_train.log').read()
     assert f'resumed from model-{killed_at} at iteration {killed_at + 1}' in log
     assert os.path.exists(tmp_path / f'model-{killed_at + 3}.index')
+
+
+def test_export_writes_the_originals_layout(tmp_path):
+    import pickle
+    runner(tmp_path, '--n_train_iters', '0').meta_train()
+    r = runner(tmp_path, '--shot', '2', '--query', '3', '--n_test_steps', '4')
+    outs = __import__('model.export', fromlist=['export']).export(r)
+    with open(tmp_path / 'export.pkl', 'rb') as f:
+        saved = pickle.load(f)
+    assert len(saved) == 10
+    npz = np.load(tmp_path / 'export.npz')
+    F = r.model.net.feature_dim
+    for i, o in enumerate(saved):
+        assert o['htr'].shape == (5, 4, F) and o['hte'].shape == (5, 6, F)
+        assert o['w'].shape == (5, F, 2) and o['b'].shape == (5, 2)
+        assert o['ytr'].tolist() == [0, 0, 1, 1] and o['yte'].tolist() == [0, 0, 0, 1, 1, 1]
+        np.testing.assert_array_equal(npz['htr'][i], o['htr'])
+        # The recorded head is the inner loop's: support loss falls from first to last snapshot.
+        def support_ce(s):
+            logits = o['htr'][s] @ o['w'][s] + o['b'][s]
+            logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+            return -logp[np.arange(4), o['ytr']].mean()
+        assert support_ce(4) < support_ce(0)
+    assert npz['classes'].tolist()[:2] == [[0, 5], [1, 6]]
+    # The initial head is theta's first two columns.
+    np.testing.assert_allclose(saved[0]['w'][0], r.model.net.theta['dense_w'].numpy()[:, :2])

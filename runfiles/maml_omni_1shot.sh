@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# MAML, Omniglot 20-way 1-shot (metadrop runfiles/maml_omni_1shot.sh): meta-train, then meta-test.
+# Needs the Omniglot data: python data/get_data.py --dataset omniglot
+set -e
+python main.py --gpu_id 0 --savedir './results/maml/omni_1shot' --dataset 'omniglot' --mode 'meta_train' --model maml --metabatch 4 --n_steps 5 --inner_lr 0.1 --way 20 --shot 1 --query 15 --n_train_iters 60000 --meta_lr 1e-3 --n_test_mc_samp 1 "$@"
+python main.py --gpu_id 0 --savedir './results/maml/omni_1shot' --dataset 'omniglot' --mode 'meta_test' --model maml --metabatch 5 --n_steps 5 --inner_lr 0.1 --way 20 --shot 1 --query 15 --n_train_iters 60000 --meta_lr 1e-3 --n_test_mc_samp 1 "$@"
