@@ -33,6 +33,7 @@ from data.datasets import load_dataset
 from data.episodes import EpisodeSampler
 from model import build_model
 from model import optim
+from model import steps
 
 # Flags that change the model's variables or the method: a checkpoint is only valid for
 # the values it was trained with.
@@ -153,49 +154,22 @@ class Runner:
                                           max_to_keep=self.cfg.max_to_keep,
                                           checkpoint_name='model')
 
-    # ---- compiled steps ------------------------------------------------------------
-    def episode_spec(self, n_tasks, shot, query):
-        way, shape = self.cfg.way, self.dataset.image_shape
-        return [tf.TensorSpec([n_tasks, None if shot is None else way * shot, *shape], tf.float32),
-                tf.TensorSpec([n_tasks, None if shot is None else way * shot], tf.int32),
-                tf.TensorSpec([n_tasks, None if query is None else way * query, *shape],
-                              tf.float32),
-                tf.TensorSpec([n_tasks, None if query is None else way * query], tf.int32)]
-
+    # ---- compiled steps ----------------------------------------------------------
     @property
     def train_step(self):
-        """The whole meta-train step (all tasks, all inner steps, the outer update) as one
-        tf.function with a fixed signature, so it traces once."""
         if self._train_step is None:
-            cfg, model, opt = self.cfg, self.model, self.optimizer
-            variables = model.outer_variables
-
-            @tf.function(input_signature=self.episode_spec(cfg.metabatch, cfg.shot, cfg.query))
-            def train_step(xs, ys, xq, yq):
-                with tf.GradientTape() as tape:
-                    outs = [model.task_loss(xs[t], ys[t], xq[t], yq[t], training=True)
-                            for t in range(cfg.metabatch)]
-                    loss = tf.reduce_mean(tf.stack([o[0] for o in outs]))
-                grads = tape.gradient(loss, variables)
-                opt.apply(optim.clip_by_value(grads, cfg.clip_value))
-                return loss, tf.stack([o[1] for o in outs])
-
-            self._train_step = train_step
+            cfg = self.cfg
+            spec = steps.episode_spec(cfg.metabatch, cfg.way * cfg.shot, cfg.way * cfg.query,
+                                      self.dataset.image_shape)
+            self._train_step = steps.make_train_step(self.model, self.optimizer,
+                                                     cfg.clip_value, spec)
         return self._train_step
 
     @property
     def eval_step(self):
-        """Adaptation and query scoring for any number of tasks (test pipeline)."""
         if self._eval_step is None:
-            model = self.model
-
-            @tf.function(input_signature=self.episode_spec(None, None, None))
-            def eval_step(xs, ys, xq, yq):
-                return tf.map_fn(lambda e: model.task_loss(*e, training=False),
-                                 (xs, ys, xq, yq),
-                                 fn_output_signature=(tf.float32, tf.float32))
-
-            self._eval_step = eval_step
+            spec = steps.episode_spec(None, None, None, self.dataset.image_shape)
+            self._eval_step = steps.make_eval_step(self.model, spec)
         return self._eval_step
 
     def sampler(self, split):
