@@ -1,0 +1,240 @@
+"""Throughput benchmark: meta-train steps/s, time to the first step, meta-test episodes/s and
+peak resident memory, for this project and, where one exists, the PyTorch reference run in
+the same invocation, with their ratio.
+
+    python -m benchmarks.throughput                       # every standard configuration
+    python -m benchmarks.throughput --configs omni20_1shot --model maml
+
+Each measurement runs in a fresh process (so peak RSS is that configuration's alone), on
+random inputs of the configuration's shapes, as the reference does. Ours runs the same
+compiled step as `main.py` (model/steps.py). See benchmarks/README.md.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_REFERENCE = os.path.join(os.path.dirname(REPO), 'shared', 'bench', 'torch_maml.py')
+TORCH_EVAL = os.path.join(REPO, 'benchmarks', 'torch_eval.py')
+
+# name -> settings; metadrop's Omniglot and miniImageNet settings (fidelity sheet section 7).
+CONFIGS = {
+    'omni20_1shot': dict(way=20, shot=1, query=15, metabatch=4, n_steps=5, inner_lr=0.1,
+                         image=(28, 28, 1), n_channel=64, first_order=False),
+    'omni5_1shot': dict(way=5, shot=1, query=15, metabatch=4, n_steps=5, inner_lr=0.1,
+                        image=(28, 28, 1), n_channel=64, first_order=False),
+    'omni20_1shot_fo': dict(way=20, shot=1, query=15, metabatch=4, n_steps=5, inner_lr=0.1,
+                            image=(28, 28, 1), n_channel=64, first_order=True),
+    'omni5_1shot_fo': dict(way=5, shot=1, query=15, metabatch=4, n_steps=5, inner_lr=0.1,
+                           image=(28, 28, 1), n_channel=64, first_order=True),
+    'mimg5_1shot': dict(way=5, shot=1, query=15, metabatch=4, n_steps=5, inner_lr=0.01,
+                        image=(84, 84, 3), n_channel=32, first_order=False),
+}
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.
+
+
+# ---- our side (runs in a worker process) ------------------------------------------------
+def worker(name, model_name, windows, window_steps, test_batches):
+    import types
+    import numpy as np
+    import main  # sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported, as a run does
+    import tensorflow as tf
+    from model import build_model, optim, steps
+
+    c = CONFIGS[name]
+    model_name = 'fomaml' if c['first_order'] else model_name
+    cfg = types.SimpleNamespace(model=model_name, backbone='conv4', n_channel=c['n_channel'],
+                                inner_lr=c['inner_lr'], n_steps=c['n_steps'], n_test_steps=None,
+                                alpha_init=None, inner_loss='mean')
+    tf.random.set_seed(0)
+    model = build_model(cfg, c['way'], c['image'])
+    opt = optim.Adam(model.outer_variables, 1e-3)
+    T, ns, nq = c['metabatch'], c['way'] * c['shot'], c['way'] * c['query']
+    train_step = steps.make_train_step(model, opt, 3.0,
+                                       steps.episode_spec(T, ns, nq, c['image']))
+    eval_step = steps.make_eval_step(model, steps.episode_spec(None, None, None, c['image']))
+    rng = np.random.default_rng(0)
+    ys = np.tile(np.repeat(np.arange(c['way']), c['shot']), (T, 1)).astype(np.int32)
+    yq = np.tile(np.repeat(np.arange(c['way']), c['query']), (T, 1)).astype(np.int32)
+    batches = [(rng.standard_normal((T, ns, *c['image']), dtype=np.float32), ys,
+                rng.standard_normal((T, nq, *c['image']), dtype=np.float32), yq)
+               for _ in range(4)]
+
+    t = time.perf_counter()
+    train_step(*batches[0])[0].numpy()
+    first_step = time.perf_counter() - t
+    for i in range(2):
+        train_step(*batches[i % 4])[0].numpy()
+    rates = []
+    for w in range(windows):
+        t = time.perf_counter()
+        for i in range(window_steps):
+            out = train_step(*batches[i % 4])
+        out[0].numpy()
+        rates.append(window_steps / (time.perf_counter() - t))
+
+    t = time.perf_counter()
+    eval_step(*batches[0])[1].numpy()
+    first_eval = time.perf_counter() - t
+    t = time.perf_counter()
+    for i in range(test_batches):
+        eval_step(*batches[i % 4])[1].numpy()
+    test_eps = test_batches * T / (time.perf_counter() - t)
+    return dict(config=name, model=model_name, steps_per_s=statistics.median(rates),
+                window_rates=rates, first_step_s=first_step, first_eval_s=first_eval,
+                test_episodes_per_s=test_eps, peak_rss_mb=peak_rss_mb())
+
+
+# ---- the reference (PyTorch, in subprocesses) ---------------------------------------------
+def run_python(args, timeout=1800):
+    """Runs a Python script with args; returns (stdout, peak RSS MB of that process)."""
+    code = ('import runpy, sys, resource; sys.argv = sys.argv[1:]; '
+            'runpy.run_path(sys.argv[0], run_name="__main__"); '
+            'print("maxrss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)')
+    out = subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True,
+                         timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f'{args[0]} failed: {out.stderr[-1500:]}')
+    rss = [float(l.split()[1]) / 1024. for l in out.stdout.splitlines()
+           if l.startswith('maxrss_kb')]
+    return out.stdout, max(rss) if rss else float('nan')
+
+
+def value_after(stdout, prefix):
+    for line in stdout.splitlines():
+        if line.startswith(prefix):
+            return float(line.split()[-1])
+    raise RuntimeError(f'no line starting with {prefix!r} in:\n{stdout}')
+
+
+def reference(name, ref_path, iters, test_episodes, threads):
+    c = CONFIGS[name]
+    h, w, ch = c['image']
+    common = ['--way', str(c['way']), '--shot', str(c['shot']), '--query', str(c['query']),
+              '--steps', str(c['n_steps']), '--inner_lr', str(c['inner_lr']), '--xdim', str(h),
+              '--ch', str(ch), '--nch', str(c['n_channel']), '--threads', str(threads)]
+    train_args = [ref_path, *common, '--metabatch', str(c['metabatch']), '--iters', str(iters)]
+    if c['first_order']:
+        train_args.append('--first_order')
+    out, rss = run_python(train_args)
+    steps_per_s = value_after(out, 'torch steps/s')
+    out, eval_rss = run_python([TORCH_EVAL, *common, '--episodes', str(test_episodes)])
+    return dict(steps_per_s=steps_per_s, test_episodes_per_s=value_after(out, 'torch test episodes/s'),
+                peak_rss_mb=rss, eval_peak_rss_mb=eval_rss)
+
+
+def run_worker(name, args):
+    cmd = [sys.executable, '-m', 'benchmarks.throughput', '--worker', name, '--model', args.model,
+           '--windows', str(args.windows), '--window_steps', str(args.window_steps),
+           '--test_batches', str(args.test_batches)]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f'worker {name} failed: {out.stderr[-3000:]}')
+    return json.loads(value_line(out.stdout))
+
+
+def value_line(stdout):
+    for line in stdout.splitlines():
+        if line.startswith('RESULT '):
+            return line[len('RESULT '):]
+    raise RuntimeError(f'no RESULT line in worker output:\n{stdout[-2000:]}')
+
+
+def machine():
+    cpu = 'unknown CPU'
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    import platform
+    return f'{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}'
+
+
+def fmt(x, digits=3):
+    return '-' if x is None else f'{x:.{digits}f}'
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--configs', default=','.join(CONFIGS),
+                   help=f'comma-separated, from: {", ".join(CONFIGS)}')
+    p.add_argument('--model', default='maml', choices=['maml', 'fomaml', 'metasgd'],
+                   help='our method for the second-order configurations (the *_fo ones use fomaml)')
+    p.add_argument('--windows', type=int, default=5, help='timed windows (median reported)')
+    p.add_argument('--window_steps', type=int, default=3, help='steps per timed window')
+    p.add_argument('--test_batches', type=int, default=5, help='meta-test metabatches timed')
+    p.add_argument('--reference', default=DEFAULT_REFERENCE, help='path of torch_maml.py')
+    p.add_argument('--ref_iters', type=int, default=10, help='timed steps of the reference')
+    p.add_argument('--ref_test_episodes', type=int, default=20)
+    p.add_argument('--threads', type=int, default=os.cpu_count(),
+                   help='PyTorch threads of the reference (default: all cores, as TensorFlow)')
+    p.add_argument('--no_reference', action='store_true')
+    p.add_argument('--json', help='also write the results to this file')
+    p.add_argument('--worker', help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker:
+        print('RESULT ' + json.dumps(worker(args.worker, args.model, args.windows,
+                                            args.window_steps, args.test_batches)))
+        return 0
+
+    names = [n.strip() for n in args.configs.split(',') if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        p.error(f'unknown configuration(s) {", ".join(unknown)}; known: {", ".join(CONFIGS)}')
+    have_ref = not args.no_reference
+    if have_ref and importlib.util.find_spec('torch') is None:
+        print('reference skipped: PyTorch is not installed (pip install torch==2.13.0)')
+        have_ref = False
+    if have_ref and not os.path.exists(args.reference):
+        print(f'reference skipped: {args.reference} not found (pass --reference PATH)')
+        have_ref = False
+
+    print(f'machine: {machine()}')
+    results = []
+    for name in names:
+        ours = run_worker(name, args)
+        ref = reference(name, args.reference, args.ref_iters, args.ref_test_episodes,
+                        args.threads) if have_ref else None
+        results.append(dict(ours=ours, reference=ref))
+        line = (f'{name:16s} {ours["model"]:7s} train {fmt(ours["steps_per_s"])} steps/s, '
+                f'first step {fmt(ours["first_step_s"], 1)} s, test '
+                f'{fmt(ours["test_episodes_per_s"], 2)} episodes/s, peak RSS '
+                f'{fmt(ours["peak_rss_mb"], 0)} MB')
+        if ref:
+            line += (f' | torch train {fmt(ref["steps_per_s"])} steps/s (x{ours["steps_per_s"] / ref["steps_per_s"]:.2f}), '
+                     f'test {fmt(ref["test_episodes_per_s"], 2)} episodes/s '
+                     f'(x{ours["test_episodes_per_s"] / ref["test_episodes_per_s"]:.2f}), '
+                     f'peak RSS {fmt(ref["peak_rss_mb"], 0)} MB')
+        print(line, flush=True)
+
+    print()
+    print('| config | model | steps/s | torch steps/s | ratio | first step (s) | test episodes/s '
+          '| torch test episodes/s | ratio | peak RSS (MB) | torch peak RSS (MB) |')
+    print('|' + ' --- |' * 11)
+    for r in results:
+        o, t = r['ours'], r['reference'] or {}
+        ratio = (lambda a, b: f'{a / b:.2f}' if b else '-')
+        print(f'| {o["config"]} | {o["model"]} | {fmt(o["steps_per_s"])} | {fmt(t.get("steps_per_s"))} | '
+              f'{ratio(o["steps_per_s"], t.get("steps_per_s"))} | {fmt(o["first_step_s"], 1)} | '
+              f'{fmt(o["test_episodes_per_s"], 2)} | {fmt(t.get("test_episodes_per_s"), 2)} | '
+              f'{ratio(o["test_episodes_per_s"], t.get("test_episodes_per_s"))} | '
+              f'{fmt(o["peak_rss_mb"], 0)} | {fmt(t.get("peak_rss_mb"), 0)} |')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(machine=machine(), results=results), f, indent=1)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
