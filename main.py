@@ -3,6 +3,7 @@
 Flag names and defaults are the originals' (metadrop main.py for the MAML family); every
 flag is listed with its help by `python main.py --helpfull`.
 """
+import math
 import os
 import sys
 import types
@@ -86,10 +87,14 @@ flags.DEFINE_integer('val_freq', 1000, 'Validate every this many iterations.')
 flags.DEFINE_integer('n_val_batches', 50, 'Metabatches per validation.')
 flags.DEFINE_integer('max_to_keep', 3, 'Checkpoints kept in the savedir.')
 flags.DEFINE_boolean('progress', True, 'Show tqdm progress bars.')
+flags.DEFINE_integer('max_bad_steps', 10, 'Stop meta_train after this many consecutive '
+                     'steps with a non-finite loss or meta-gradient (each such step is '
+                     'skipped without touching the weights, and logged).')
 
 POSITIVE_INTS = ('way', 'shot', 'query', 'metabatch', 'n_steps', 'n_test_mc_samp',
                  'save_freq', 'n_test_iters', 'print_freq', 'val_freq', 'n_val_batches',
-                 'max_to_keep')
+                 'max_to_keep', 'max_bad_steps')
+OPTIONAL_POSITIVE_INTS = ('n_channel', 'image_size')   # None: the default
 POSITIVE_FLOATS = ('meta_lr', 'inner_lr')
 
 
@@ -120,9 +125,21 @@ def validate(cfg):
     for n in POSITIVE_INTS:
         if getattr(cfg, n) < 1:
             errors.append(f'--{n} must be a positive integer, got {getattr(cfg, n)}')
-    for n in POSITIVE_FLOATS:
-        if not getattr(cfg, n) > 0:
-            errors.append(f'--{n} must be positive, got {getattr(cfg, n)}')
+    for n in OPTIONAL_POSITIVE_INTS:
+        if getattr(cfg, n) is not None and getattr(cfg, n) < 1:
+            errors.append(f'--{n} must be a positive integer, got {getattr(cfg, n)}')
+    for n in POSITIVE_FLOATS + ('alpha_init',):
+        value = getattr(cfg, n)
+        if value is None:  # alpha_init: inner_lr
+            continue
+        if not value > 0:
+            errors.append(f'--{n} must be positive, got {value}')
+        elif not math.isfinite(value):
+            errors.append(f'--{n} must be finite, got {value}')
+    if not 0 <= cfg.clip_value < math.inf:
+        errors.append(f'--clip_value must be >= 0 (0 disables clipping), got {cfg.clip_value}')
+    if cfg.channels is not None and cfg.channels not in (1, 3):
+        errors.append(f'--channels must be 1 (grey) or 3 (RGB), got {cfg.channels}')
     if cfg.n_train_iters < 0:
         errors.append(f'--n_train_iters must be >= 0, got {cfg.n_train_iters}')
     if cfg.n_test_steps is not None and cfg.n_test_steps < 0:
@@ -146,19 +163,36 @@ def run_mode(cfg):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     cfg = config_from_flags()
-    validate(cfg)
+    try:
+        if len(argv) > 1:
+            raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])} (every '
+                                 'setting is a --flag)')
+        validate(cfg)
+    except app.UsageError as e:  # one paragraph, not absl's page of flag help
+        sys.stderr.write(f'error: {e}. `python main.py --helpfull` lists every flag.\n')
+        sys.exit(1)
     if cfg.gpu_id is not None and 'CUDA_VISIBLE_DEVICES' not in os.environ:
         os.environ['CUDA_VISIBLE_DEVICES'] = '' if cfg.gpu_id < 0 else str(cfg.gpu_id)
     from data.datasets import DatasetError
     from data.episodes import EpisodeSizeError
-    from model.runner import RunError
+    from model.runner import Interrupted, RunError
     try:
         run_mode(cfg)
+    except KeyboardInterrupt:  # before the training loop, which handles SIGINT itself
+        sys.stderr.write('error: interrupted (SIGINT) before training started; nothing was '
+                         'saved\n')
+        sys.exit(130)
+    except Interrupted as e:
+        sys.stderr.write(f'{e}\n')
+        sys.exit(e.exit_code)
     except (DatasetError, EpisodeSizeError, RunError) as e:
         sys.stderr.write(f'error: {e}\n')
+        sys.exit(1)
+    except OSError as e:  # a file the run had to read or write; the message names it
+        sys.stderr.write(f'error: {e.filename or "a file"}: {e.strerror or e}. Check that the '
+                         'path exists, is readable and writable, and that the disk is not '
+                         'full.\n')
         sys.exit(1)
 
 

@@ -17,6 +17,7 @@ import os
 import random
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -150,7 +151,12 @@ def decode_characters(sources, family) -> Characters:
                         zf = open_zips.get(src.path)
                         if zf is None:
                             zf = open_zips[src.path] = zipfile.ZipFile(src.path)
-                        fileobj, what = io.BytesIO(zf.read(member)), f'{member} in {src.path}'
+                        what = f'{member} in {src.path}'
+                        try:
+                            fileobj = io.BytesIO(zf.read(member))
+                        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+                            raise DatasetError(f'cannot read {what} ({type(e).__name__}: {e}); the zip is '
+                                               f'damaged: delete it and download it again') from None
                     else:
                         fileobj, what = member, str(member)
                     images[i, j, :, :, 0] = _decode_png(fileobj, what)
@@ -333,12 +339,23 @@ def _split_characters(chars: Characters, test_alphabets, val_alphabets):
 # ----------------------------------------------------------------------------- npy (metadrop)
 
 def _load_npy(path: Path):
+    # Pickled content (a pickle renamed .npy, an object array) is never loaded: unpickling a
+    # file can run arbitrary code. Anything that is not a plain npy array is refused.
     try:
+        with open(path, 'rb') as f:
+            magic = f.read(6)
+        if magic != b'\x93NUMPY':
+            raise DatasetError(f'{path} is not an .npy array file ({"it is empty" if not magic else "no npy signature"}; '
+                               f'a truncated download, an HTML error page or a pickle, which is never loaded '
+                               f'because unpickling can run code). Delete it and download it again') from None
         arr = np.load(path, mmap_mode='r', allow_pickle=False)
     except ValueError as e:
-        raise DatasetError(f'{path} cannot be read without allow_pickle ({e}); it is not a metadrop npy file. '
-                           f'Delete it and download it again') from None
-    except OSError as e:
+        if 'pickle' in str(e) or 'Python objects' in str(e):
+            raise DatasetError(f'{path} holds Python objects that would need allow_pickle ({e}); they are never '
+                               f'loaded because unpickling can run code, and it is not a metadrop npy file. '
+                               f'Delete it and download it again') from None
+        raise DatasetError(f'{path} is truncated or damaged ({e}); delete it and download it again') from None
+    except (OSError, EOFError) as e:
         raise DatasetError(f'{path} is not a readable .npy file ({e}); delete it and download it again') from None
     per_class = IMAGES_PER_CHARACTER * IMAGE_SIZE * IMAGE_SIZE
     if not isinstance(arr, np.ndarray) or arr.size == 0 or arr.size % per_class:

@@ -17,11 +17,27 @@ from seeded generators (iteration i always sees the same episodes), so a resumed
 the same data as an uninterrupted one; the interval divides by the number of episodes
 actually run (the original divides by n_test_iters, the same number whenever metabatch
 divides n_test_iters).
+
+Fault tolerance. A checkpoint counts only once tf.train.CheckpointManager has listed it in
+`<savedir>/checkpoint` (TF writes the tensors to a temporary folder, renames them into
+place, then rewrites that list atomically), so a save killed half-way is never taken for a
+good one; at restart the newest listed checkpoint that reads back completely (TF checks
+every tensor's CRC) is used, falling back to the previous ones with a log line. Each
+checkpoint also stores the flags it was trained with (`run/config`), checked before
+restoring. SIGINT/SIGTERM finish the current iteration, save, log and exit 130/143. A step
+whose loss or meta-gradient is not finite is skipped inside the compiled step (weights and
+Adam state untouched), logged, and `--max_bad_steps` of them in a row stop the run. A full
+disk while saving leaves the previous checkpoint usable and says so.
 """
+import contextlib
+import errno
 import json
 import os
 import queue
-import sys
+import re
+import shutil
+import signal
+import tempfile
 import threading
 import time
 
@@ -41,8 +57,25 @@ STRUCTURAL_FLAGS = ('model', 'backbone', 'n_channel', 'dataset', 'way', 'image_s
                     'channels')
 
 
+CHECKPOINT_NAME = 'model'
+CONFIG_KEY = 'run/config/.ATTRIBUTES/VARIABLE_VALUE'
+BAD_STEPS_KEY = 'run/bad_steps/.ATTRIBUTES/VARIABLE_VALUE'
+
+
 class RunError(Exception):
-    """A user-facing problem with the run (flags, savedir, checkpoints)."""
+    """A user-facing problem with the run (flags, savedir, checkpoints, disk)."""
+
+
+class Interrupted(RunError):
+    """SIGINT/SIGTERM stopped meta_train after saving a checkpoint; exit with `exit_code`."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class NonFiniteError(RunError):
+    """--max_bad_steps consecutive steps had a non-finite loss or meta-gradient."""
 
 
 def episode_rng(seed, stream, *index):
@@ -72,27 +105,41 @@ def dataset_options(cfg):
 
 def prefetch(iterable, size=3):
     """Runs `iterable` in a background thread, `size` items ahead (episode sampling
-    overlaps the compiled step)."""
+    overlaps the compiled step). The thread stops when the consumer does."""
     q = queue.Queue(maxsize=size)
     done = object()
     error = []
+    stop = threading.Event()
+
+    def put(item):
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
 
     def work():
         try:
             for item in iterable:
-                q.put(item)
+                if not put(item):
+                    return
         except BaseException as e:  # surfaced in the consumer
             error.append(e)
-        q.put(done)
+        put(done)
 
     threading.Thread(target=work, daemon=True).start()
-    while True:
-        item = q.get()
-        if item is done:
-            if error:
-                raise error[0]
-            return
-        yield item
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                if error:
+                    raise error[0]
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def confidence_interval(acc):
@@ -102,25 +149,117 @@ def confidence_interval(acc):
     return float(acc.mean()), float(1.96 * acc.std() / np.sqrt(len(acc)))
 
 
+def checkpoint_number(path):
+    m = re.search(r'-(\d+)$', path)
+    return int(m.group(1)) if m else -1
+
+
+def short_error(e):
+    """One line of an exception, without TF's '{{function_node ...}}' prefix."""
+    text = re.sub(r'\{\{.*?\}\}\s*', '', str(e)).strip().splitlines()
+    text = text[0] if text else ''
+    if len(text) > 200:
+        text = text[:200] + '...'
+    return f'{type(e).__name__}: {text}' if text else type(e).__name__
+
+
+def is_disk_full(e):
+    return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or \
+        'No space left on device' in str(e)
+
+
+def write_atomically(path, text):
+    """Writes a small text file under a temporary name, then renames it into place."""
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 class Runner:
     def __init__(self, cfg, log=print):
         self.cfg = cfg
         self.log = log
-        if not cfg.savedir:
-            raise RunError('--savedir is required: the folder for checkpoints and logs, '
-                           'e.g. --savedir ./results/maml/omni_1shot')
-        if os.path.exists(cfg.savedir) and not os.path.isdir(cfg.savedir):
-            raise RunError(f'--savedir {cfg.savedir} is a file, not a folder; '
-                           'choose another path')
+        self.check_savedir()
         self.dataset = load_dataset(cfg.dataset, cfg.data_root, **dataset_options(cfg))
         tf.random.set_seed(cfg.seed)
         self.model = build_model(cfg, cfg.way, self.dataset.image_shape)
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name='iteration')
         self.optimizer = optim.Adam(self.model.outer_variables, cfg.meta_lr)
+        # What a run needs to continue: restored with every object matched.
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               iteration=self.iteration)
+        # What is written: the above plus the flags and the count of skipped steps, read
+        # back through tf.train.load_checkpoint (older checkpoints lack them).
+        self.run_state = tf.Module(name='run')
+        self.run_state.config = tf.Variable(json.dumps(self.config_dict(), sort_keys=True),
+                                            dtype=tf.string, trainable=False, name='config')
+        self.run_state.bad_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                               name='bad_steps')
+        self.saved = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                         iteration=self.iteration, run=self.run_state)
+        self.last_checkpoint = None
         self._train_step = None
         self._eval_step = None
+        self._stop_signal = None
+
+    # ---- savedir -------------------------------------------------------------------
+    def check_savedir(self):
+        """Fails early, with the reason, if --savedir cannot hold this run's files.
+
+        Writability is tested by writing a file: permission bits say nothing for root, and
+        a read-only mount or a full disk refuse everyone."""
+        d = self.cfg.savedir
+        if not d:
+            raise RunError('--savedir is required: the folder for checkpoints and logs, '
+                           'e.g. --savedir ./results/maml/omni_1shot')
+        if os.path.exists(d) and not os.path.isdir(d):
+            raise RunError(f'--savedir {d} is a file, not a folder; choose another path')
+        if getattr(self.cfg, 'mode', 'meta_train') == 'meta_train':
+            try:
+                os.makedirs(d, exist_ok=True)
+            except OSError as e:
+                why = ('a part of that path is a file, not a folder' if e.errno == errno.ENOTDIR
+                       else e.strerror)
+                where = f' ({e.filename})' if e.filename and e.filename != d else ''
+                raise RunError(f'cannot create --savedir {d}: {why}{where}. Choose a folder '
+                               'you can write to.') from None
+        if os.path.isdir(d):
+            try:
+                fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=d)
+                try:
+                    os.write(fd, b'ok')
+                finally:
+                    os.close(fd)
+                    os.remove(probe)
+            except OSError as e:
+                why = ('the disk is full' if e.errno == errno.ENOSPC else
+                       'the file system is mounted read-only' if e.errno == errno.EROFS else
+                       e.strerror)
+                code = errno.errorcode.get(e.errno, e.errno)
+                raise RunError(f'--savedir {d} is not writable: {why} ({code}). Choose another '
+                               'folder, or free space / fix its permissions.') from None
+
+    @contextlib.contextmanager
+    def disk_errors(self):
+        """Turns a failed write in the savedir into a RunError saying what survived."""
+        try:
+            yield
+        except (OSError, tf.errors.OpError) as e:
+            if isinstance(e, tf.errors.OpError) and not is_disk_full(e):
+                raise
+            raise RunError(self.write_failure(e, getattr(e, 'filename', None))) from None
+
+    def write_failure(self, e, what=None):
+        d = self.cfg.savedir
+        kept = (f'The last complete checkpoint, {os.path.basename(self.last_checkpoint)}, is '
+                'intact: rerunning the same command resumes from it.' if self.last_checkpoint
+                else 'No checkpoint had been saved yet.')
+        where = f' ({what})' if what else ''
+        if is_disk_full(e):
+            return (f'the disk holding {d} is full: No space left on device{where}. {kept} '
+                    'Free some space (or use a --savedir on another disk) and rerun.')
+        return f'cannot write in {d}{where}: {short_error(e)}. {kept}'
 
     # ---- configuration -------------------------------------------------------------
     @property
@@ -130,12 +269,23 @@ class Runner:
     def config_dict(self):
         return {k: getattr(self.cfg, k) for k in sorted(vars(self.cfg))}
 
-    def check_config(self):
+    def saved_config(self, reader=None):
+        """The flags a checkpoint was trained with: stored in the checkpoint itself, else
+        (checkpoints of older versions) <savedir>/config.json; None if neither is there."""
+        if reader is not None and reader.has_tensor(CONFIG_KEY):
+            return json.loads(reader.get_tensor(CONFIG_KEY).decode('utf-8'))
+        try:
+            with open(self.config_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def check_config(self, saved=None):
         """A checkpoint may only be resumed or tested with the flags it was built with."""
-        if not os.path.exists(self.config_path):
+        if saved is None:
+            saved = self.saved_config()
+        if not saved:
             return
-        with open(self.config_path) as f:
-            saved = json.load(f)
         diff = [f'--{k} {saved[k]!r} (saved) vs {getattr(self.cfg, k)!r} (now)'
                 for k in STRUCTURAL_FLAGS if k in saved and saved[k] != getattr(self.cfg, k)]
         if diff:
@@ -144,25 +294,142 @@ class Runner:
                            'another --savedir for a new run.')
 
     def write_config(self):
-        tmp = self.config_path + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(self.config_dict(), f, indent=1, sort_keys=True)
-        os.replace(tmp, self.config_path)
+        write_atomically(self.config_path,
+                         json.dumps(self.config_dict(), indent=1, sort_keys=True))
 
     def manager(self):
-        return tf.train.CheckpointManager(self.checkpoint, self.cfg.savedir,
+        return tf.train.CheckpointManager(self.saved, self.cfg.savedir,
                                           max_to_keep=self.cfg.max_to_keep,
-                                          checkpoint_name='model')
+                                          checkpoint_name=CHECKPOINT_NAME)
+
+    # ---- checkpoints ---------------------------------------------------------------
+    def checkpoint_candidates(self):
+        """Checkpoints to try, newest first, and notes for the log.
+
+        Only checkpoints listed in <savedir>/checkpoint count: TF lists one after all its
+        files are in place. If that list is missing or unreadable, the model-<i>.index files
+        are used instead (each is still verified when restored)."""
+        d = self.cfg.savedir
+        notes = []
+        if not os.path.isdir(d):
+            return [], notes
+        state = tf.train.get_checkpoint_state(d)
+        listed = []
+        if state is not None:
+            listed = list(state.all_model_checkpoint_paths) or \
+                ([state.model_checkpoint_path] if state.model_checkpoint_path else [])
+        paths = [p if os.path.isabs(p) else os.path.join(d, p) for p in listed]
+        if not paths:
+            paths = [os.path.join(d, n[:-len('.index')]) for n in os.listdir(d)
+                     if re.fullmatch(rf'{CHECKPOINT_NAME}-\d+\.index', n)]
+            if paths:
+                state_file = os.path.join(d, 'checkpoint')
+                notes.append(f'the checkpoint list {state_file} is '
+                             f'{"unreadable" if os.path.exists(state_file) else "missing"}; '
+                             f'trying the {CHECKPOINT_NAME}-<i>.index files found')
+        return sorted(set(paths), key=checkpoint_number, reverse=True), notes
+
+    def restore(self):
+        """Restores the newest complete checkpoint; returns (path or None, notes).
+
+        A checkpoint that cannot be read back in full (truncated, corrupted, missing files)
+        is skipped for the previous one, and the notes say so. Raises RunError if the flags
+        differ from the checkpoint's, or if checkpoints exist but none can be read."""
+        paths, notes = self.checkpoint_candidates()
+        failures = []
+        for path in paths:
+            try:
+                reader = tf.train.load_checkpoint(path)
+                saved = self.saved_config(reader)
+            except Exception as e:  # any failure to read means: not a usable checkpoint
+                failures.append((path, e))
+                continue
+            self.check_config(saved)
+            try:
+                status = self.checkpoint.restore(path)
+                # `run` (flags, skipped-step count) is read above, not restored: no warning.
+                status.expect_partial()
+                status.assert_existing_objects_matched()
+            except Exception as e:
+                failures.append((path, e))
+                continue
+            self.run_state.bad_steps.assign(
+                int(reader.get_tensor(BAD_STEPS_KEY)) if reader.has_tensor(BAD_STEPS_KEY) else 0)
+            for bad, e in failures:
+                notes.append(f'checkpoint {os.path.basename(bad)} cannot be read '
+                             f'({short_error(e)}); using the previous complete checkpoint '
+                             f'{os.path.basename(path)} instead')
+            self.last_checkpoint = path
+            return path, notes
+        if failures:
+            listing = '; '.join(f'{os.path.basename(p)}: {short_error(e)}' for p, e in failures)
+            raise RunError(f'none of the checkpoints in {self.cfg.savedir} can be read '
+                           f'({listing}). Move them away, or use another --savedir, to start '
+                           'a new run.')
+        return None, notes
+
+    def remove_partial_checkpoint(self, number):
+        """Deletes what a failed save of model-<number> left behind (it was never listed)."""
+        d = self.cfg.savedir
+        stem = f'{CHECKPOINT_NAME}-{number}'
+        shutil.rmtree(os.path.join(d, stem + '_temp'), ignore_errors=True)
+        for n in os.listdir(d):
+            if n == stem + '.index' or n.startswith(stem + '.data-'):
+                try:
+                    os.remove(os.path.join(d, n))
+                except OSError:
+                    pass
+
+    def save(self, manager, i):
+        """Saves the state after iteration i as model-<i>; a failure leaves the previous
+        checkpoint as the latest and raises RunError."""
+        self.iteration.assign(i + 1)
+        try:
+            path = manager.save(checkpoint_number=i)
+        except Exception as e:
+            listed = tf.train.latest_checkpoint(self.cfg.savedir)
+            if listed is None or checkpoint_number(listed) != i:
+                self.remove_partial_checkpoint(i)   # never listed: not a checkpoint
+            raise RunError(f'saving checkpoint {CHECKPOINT_NAME}-{i} failed: '
+                           + self.write_failure(e)) from None
+        self.last_checkpoint = path
+        return path
+
+    # ---- signals -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stop_on_signals(self):
+        """SIGINT/SIGTERM set a flag that the training loop checks after each iteration
+        (a second one exits at once: checkpoints are crash-safe anyway)."""
+        self._stop_signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._stop_signal is not None:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            self._stop_signal = signum  # no printing here: the handler may interrupt a write
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
     # ---- compiled steps ----------------------------------------------------------
     @property
     def train_step(self):
+        """(xs, ys, xq, yq) -> (loss, per-task acc, applied): one compiled meta-train step;
+        the update is skipped unless the loss and meta-gradient are finite."""
         if self._train_step is None:
             cfg = self.cfg
             spec = steps.episode_spec(cfg.metabatch, cfg.way * cfg.shot, cfg.way * cfg.query,
                                       self.dataset.image_shape)
             self._train_step = steps.make_train_step(self.model, self.optimizer,
-                                                     cfg.clip_value, spec)
+                                                     cfg.clip_value, spec, skip_nonfinite=True)
         return self._train_step
 
     @property
@@ -193,19 +460,43 @@ class Runner:
 
     def meta_train(self):
         cfg = self.cfg
-        os.makedirs(cfg.savedir, exist_ok=True)
-        manager = self.manager()
-        resumed = manager.latest_checkpoint
-        if resumed:
-            self.check_config()
-            self.checkpoint.restore(resumed).assert_existing_objects_matched()
-        else:
-            self.write_config()
-        start = int(self.iteration.numpy())
-        train_sampler = self.sampler('train')
-        self.sampler('val')  # fails now, not at the first validation, if sizes are impossible
+        d = cfg.savedir
+        os.makedirs(d, exist_ok=True)
+        # Leftovers of a save that was killed half-way (TF's own temporary folders).
+        for n in os.listdir(d):
+            if re.fullmatch(rf'{CHECKPOINT_NAME}-\d+_temp', n):
+                shutil.rmtree(os.path.join(d, n), ignore_errors=True)
+        resumed, notes = self.restore()
+        with self.disk_errors():
+            if not resumed:
+                self.write_config()
+            start = int(self.iteration.numpy())
+            train_sampler = self.sampler('train')
+            self.sampler('val')  # fails now, not at the first validation, if sizes are impossible
+            self.max_bad_steps = getattr(cfg, 'max_bad_steps', 10)
 
-        logfile = open(os.path.join(cfg.savedir, 'meta_train.log'), 'a' if resumed else 'w')
+            logpath = os.path.join(d, 'meta_train.log')
+            # A kill can cut only the line being written (each line is one flushed write,
+            # appended): end that line before appending.
+            partial_line = False
+            if resumed and os.path.exists(logpath) and os.path.getsize(logpath):
+                with open(logpath, 'rb') as f:
+                    f.seek(-1, os.SEEK_END)
+                    partial_line = f.read(1) != b'\n'
+            logfile = open(logpath, 'a' if resumed else 'w')
+            if partial_line:
+                logfile.write('\n')
+            try:
+                self._train_loop(manager=self.manager(), logfile=logfile, start=start,
+                                 resumed=resumed, notes=notes, train_sampler=train_sampler)
+            finally:
+                try:
+                    logfile.close()
+                except OSError:
+                    pass
+
+    def _train_loop(self, manager, logfile, start, resumed, notes, train_sampler):
+        cfg = self.cfg
         writer = tf.summary.create_file_writer(os.path.join(cfg.savedir, 'tensorboard'))
 
         def write(line, leading_blank=False):
@@ -220,11 +511,12 @@ class Runner:
             for k, v in self.config_dict().items():
                 logfile.write(f'{k}: {v}\n')
             logfile.write('\n')
+        for note in notes:
+            write(f'warning: {note}')
         write(f'dataset: {self.dataset.description}')
         if start > cfg.n_train_iters:
             write(f'already trained: the checkpoint is at iteration {start - 1} and '
                   f'--n_train_iters is {cfg.n_train_iters}; nothing to do')
-            logfile.close()
             return
 
         episodes = ((i, train_sampler.sample(episode_rng(cfg.seed, TRAIN_STREAM, i),
@@ -232,45 +524,83 @@ class Runner:
                     for i in range(start, cfg.n_train_iters + 1))
         t0 = time.time()
         run_loss, run_acc, run_n = 0., 0., 0
+        bad_in_a_row = 0
         bar = tqdm(total=cfg.n_train_iters + 1, initial=start, desc='meta_train',
                    disable=not cfg.progress, dynamic_ncols=True)
-        with writer.as_default():
-            for i, ep in prefetch(episodes):
-                loss, acc = self.train_step(*ep)
-                run_loss += float(loss)
-                run_acc += float(np.mean(acc))
-                run_n += 1
-                bar.update(1)
-                if i % cfg.print_freq == 0:
-                    write(f'Iter {i} start, learning rate {cfg.meta_lr:f}', leading_blank=True)
-                    write(f'meta_train: episode {i * cfg.metabatch}, ({time.time() - t0:.3f} '
-                          f'secs), cent {run_loss / run_n:f}, acc {run_acc / run_n:f}')
-                    tf.summary.scalar('meta_train/cent', run_loss / run_n, step=i)
-                    tf.summary.scalar('meta_train/acc', run_acc / run_n, step=i)
-                    run_loss, run_acc, run_n = 0., 0., 0
-                if i % cfg.val_freq == 0:
-                    vloss, vacc = self.evaluate('val', cfg.n_val_batches, VAL_STREAM,
-                                                'validation')
-                    write(f'meta_test : episode {i * cfg.metabatch}, ({time.time() - t0:.3f} '
-                          f'secs), cent {vloss:f}, acc {np.mean(vacc):f}')
-                    tf.summary.scalar('meta_val/cent', vloss, step=i)
-                    tf.summary.scalar('meta_val/acc', float(np.mean(vacc)), step=i)
-                if i % cfg.save_freq == 0 or i == cfg.n_train_iters:
-                    self.iteration.assign(i + 1)
-                    manager.save(checkpoint_number=i)
-                    writer.flush()
-        bar.close()
-        logfile.close()
+        try:
+            with writer.as_default(), self.stop_on_signals():
+                for i, ep in prefetch(episodes):
+                    loss, acc, applied = self.train_step(*ep)
+                    bar.update(1)
+                    if bool(applied):
+                        bad_in_a_row = 0
+                        run_loss += float(loss)
+                        run_acc += float(np.mean(acc))
+                        run_n += 1
+                    else:
+                        bad_in_a_row += 1
+                        total = int(self.run_state.bad_steps.assign_add(1))
+                        write(f'meta_train: iteration {i} skipped: non-finite loss or '
+                              f'meta-gradient (cent {float(loss):f}); weights and Adam state '
+                              f'unchanged ({bad_in_a_row} in a row, {total} skipped in total)')
+                        tf.summary.scalar('meta_train/skipped_steps', total, step=i)
+                        if bad_in_a_row >= self.max_bad_steps:
+                            self.save(manager, i)
+                            message = (
+                                f'{bad_in_a_row} consecutive meta-train steps (iterations '
+                                f'{i - bad_in_a_row + 1}..{i}) had a non-finite loss or '
+                                f'meta-gradient, so training stopped (--max_bad_steps '
+                                f'{self.max_bad_steps}). None of them changed the weights; '
+                                f'checkpoint {CHECKPOINT_NAME}-{i} holds the last good ones. '
+                                'Usual causes: a learning rate too high (--inner_lr, '
+                                '--meta_lr), no clipping (--clip_value 0), or NaN/Inf in the '
+                                'data. Rerunning resumes after these iterations; the learning '
+                                'rates may be changed on resume.')
+                            write(f'stopped: {message}')
+                            raise NonFiniteError(message)
+                    if i % cfg.print_freq == 0:
+                        mean_loss = run_loss / run_n if run_n else float('nan')
+                        mean_acc = run_acc / run_n if run_n else float('nan')
+                        write(f'Iter {i} start, learning rate {cfg.meta_lr:f}', leading_blank=True)
+                        write(f'meta_train: episode {i * cfg.metabatch}, ({time.time() - t0:.3f} '
+                              f'secs), cent {mean_loss:f}, acc {mean_acc:f}')
+                        tf.summary.scalar('meta_train/cent', mean_loss, step=i)
+                        tf.summary.scalar('meta_train/acc', mean_acc, step=i)
+                        run_loss, run_acc, run_n = 0., 0., 0
+                    if i % cfg.val_freq == 0 and self._stop_signal is None:
+                        vloss, vacc = self.evaluate('val', cfg.n_val_batches, VAL_STREAM,
+                                                    'validation')
+                        write(f'meta_test : episode {i * cfg.metabatch}, ({time.time() - t0:.3f} '
+                              f'secs), cent {vloss:f}, acc {np.mean(vacc):f}')
+                        tf.summary.scalar('meta_val/cent', vloss, step=i)
+                        tf.summary.scalar('meta_val/acc', float(np.mean(vacc)), step=i)
+                    if i % cfg.save_freq == 0 or i == cfg.n_train_iters or \
+                            self._stop_signal is not None:
+                        self.save(manager, i)
+                        writer.flush()
+                    if self._stop_signal is not None:
+                        name = signal.Signals(self._stop_signal).name
+                        message = (f'stopped by {name} after iteration {i}; saved checkpoint '
+                                   f'{CHECKPOINT_NAME}-{i}. Rerun the same command to resume '
+                                   f'from iteration {i + 1}.')
+                        write(message)
+                        raise Interrupted(message, 128 + self._stop_signal)
+        finally:
+            bar.close()
+            try:
+                writer.flush()
+            except Exception:
+                pass
 
     # ---- meta-test -----------------------------------------------------------------
     def restore_for_test(self):
-        manager = self.manager()
-        if not manager.latest_checkpoint:
+        ckpt, notes = self.restore()
+        if not ckpt:
             raise RunError(f'no checkpoint in {self.cfg.savedir}; run --mode meta_train with '
                            'this --savedir first')
-        self.check_config()
-        self.checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        return manager.latest_checkpoint
+        for note in notes:
+            self.log(f'warning: {note}')
+        return ckpt
 
     def meta_test(self):
         cfg = self.cfg
@@ -287,14 +617,12 @@ class Runner:
         self.log(f'({len(acc)} episodes of {cfg.way}-way {cfg.shot}-shot, {cfg.query} queries '
                  f'per class, {self.model.n_test_steps} inner steps, checkpoint '
                  f'{os.path.basename(ckpt)}, {time.time() - t0:.1f} secs)')
-        with open(os.path.join(cfg.savedir, 'meta_test.log'), 'w') as f:
-            f.write(result)
         record = dict(accuracy=mean, ci95=ci, n_episodes=int(len(acc)), cent=loss,
                       checkpoint=os.path.basename(ckpt), way=cfg.way, shot=cfg.shot,
                       query=cfg.query, n_test_steps=self.model.n_test_steps,
                       dataset=self.dataset.description, batch_norm='transductive')
-        tmp = os.path.join(cfg.savedir, 'meta_test.json.tmp')
-        with open(tmp, 'w') as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, os.path.join(cfg.savedir, 'meta_test.json'))
+        with self.disk_errors():
+            write_atomically(os.path.join(cfg.savedir, 'meta_test.log'), result)
+            write_atomically(os.path.join(cfg.savedir, 'meta_test.json'),
+                             json.dumps(record, indent=1))
         return record

@@ -19,9 +19,14 @@ def episode_spec(n_tasks, n_support, n_query, image_shape):
             tf.TensorSpec([n_tasks, n_query], tf.int32)]
 
 
-def make_train_step(model, optimizer, clip_value, spec):
-    """(xs, ys, xq, yq) -> (mean query loss, per-task query accuracy [T]); updates the
-    model's outer variables with the clipped meta-gradient."""
+def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True):
+    """(xs, ys, xq, yq) -> (mean query loss, per-task query accuracy [T], applied); updates
+    the model's outer variables with the clipped meta-gradient.
+
+    skip_nonfinite: the update runs (in a tf.cond, so nothing retraces) only when the loss
+    and every meta-gradient entry are finite, checked before clipping (which would turn an
+    Inf into a finite value); otherwise the weights and the optimizer state (moments, step
+    count) are left untouched. `applied` says which happened."""
     n_tasks = spec[0].shape[0]
     variables = model.outer_variables
 
@@ -32,8 +37,18 @@ def make_train_step(model, optimizer, clip_value, spec):
                     for t in range(n_tasks)]
             loss = tf.reduce_mean(tf.stack([o[0] for o in outs]))
         grads = tape.gradient(loss, variables)
-        optimizer.apply(optim.clip_by_value(grads, clip_value))
-        return loss, tf.stack([o[1] for o in outs])
+
+        def update():
+            optimizer.apply(optim.clip_by_value(grads, clip_value))
+            return tf.constant(True)
+
+        if skip_nonfinite:
+            finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(x))
+                                             for x in [loss, *grads] if x is not None]))
+            applied = tf.cond(finite, update, lambda: tf.constant(False))
+        else:
+            applied = update()
+        return loss, tf.stack([o[1] for o in outs]), applied
 
     return train_step
 

@@ -30,6 +30,19 @@ def run_main(capsys, *argv):
     (['--meta_lr', '-1'], '--meta_lr must be positive, got -1.0'),
     (['--way', '0'], '--way must be a positive integer, got 0'),
     ([], '--savedir is required'),
+    (['--shot', '0'], '--shot must be a positive integer, got 0'),
+    (['--query', '-1'], '--query must be a positive integer, got -1'),
+    (['--metabatch', '0'], '--metabatch must be a positive integer, got 0'),
+    (['--n_steps', '0'], '--n_steps must be a positive integer, got 0'),
+    (['--n_channel', '0'], '--n_channel must be a positive integer, got 0'),
+    (['--image_size', '-28'], '--image_size must be a positive integer, got -28'),
+    (['--max_bad_steps', '0'], '--max_bad_steps must be a positive integer, got 0'),
+    (['--inner_lr', '0'], '--inner_lr must be positive, got 0.0'),
+    (['--inner_lr', 'nan'], '--inner_lr must be positive, got nan'),
+    (['--meta_lr', 'inf'], '--meta_lr must be finite, got inf'),
+    (['--alpha_init', '-0.1'], '--alpha_init must be positive, got -0.1'),
+    (['--clip_value', '-1'], '--clip_value must be >= 0 (0 disables clipping), got -1.0'),
+    (['--channels', '2'], '--channels must be 1 (grey) or 3 (RGB), got 2'),
 ])
 def test_bad_flags_are_usage_errors(argv, message):
     with pytest.raises(app.UsageError, match=message.replace('(', r'\(').replace(')', r'\)')):
@@ -73,6 +86,17 @@ def test_command_line_errors_have_no_traceback(tmp_path):
     assert 'error: way 700' in out.stderr
 
 
+def test_usage_errors_are_one_paragraph_without_the_flag_listing(tmp_path):
+    out = subprocess.run([sys.executable, 'main.py', '--savedir', str(tmp_path), '--mode',
+                          'train', '--way', '0'], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1
+    assert out.stderr == ("error: --mode 'train' is not one of meta_train, meta_test, export; "
+                          '--way must be a positive integer, got 0. `python main.py --helpfull` '
+                          'lists every flag.\n')
+    assert out.stdout == ''
+
+
 def test_helpfull_documents_every_flag():
     out = subprocess.run([sys.executable, 'main.py', '--helpfull'], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
@@ -80,5 +104,5 @@ def test_helpfull_documents_every_flag():
                  '--metabatch', '--n_steps', '--inner_lr', '--meta_lr', '--n_train_iters',
                  '--n_test_iters', '--save_freq', '--gpu_id', '--maml', '--n_test_mc_samp',
                  '--model', '--seed', '--data_root', '--reuse_task_classes',
-                 '--test_alphabets', '--clip_value'):
+                 '--test_alphabets', '--clip_value', '--max_bad_steps'):
         assert flag + ':' in out.stdout or f'--[no]{flag[2:]}:' in out.stdout, flag
