@@ -318,7 +318,9 @@ class Runner:
         if state is not None:
             listed = list(state.all_model_checkpoint_paths) or \
                 ([state.model_checkpoint_path] if state.model_checkpoint_path else [])
-        paths = [p if os.path.isabs(p) else os.path.join(d, p) for p in listed]
+        # The list holds paths as TF was given them (relative to the working directory of
+        # the run that saved them); the files always sit in the savedir itself.
+        paths = [os.path.join(d, os.path.basename(p)) for p in listed]
         if not paths:
             paths = [os.path.join(d, n[:-len('.index')]) for n in os.listdir(d)
                      if re.fullmatch(rf'{CHECKPOINT_NAME}-\d+\.index', n)]

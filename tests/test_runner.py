@@ -164,3 +164,14 @@ def test_export_writes_the_originals_layout(tmp_path):
     assert npz['classes'].tolist()[:2] == [[0, 5], [1, 6]]
     # The initial head is theta's first two columns.
     np.testing.assert_allclose(saved[0]['w'][0], r.model.net.theta['dense_w'].numpy()[:, :2])
+
+
+def test_relative_savedir_resumes_and_tests(tmp_path, monkeypatch):
+    """The quick start passes a relative --savedir; TF lists its checkpoints relative to the
+    working directory."""
+    monkeypatch.chdir(tmp_path)
+    runner('./results/run', '--n_train_iters', '1', '--save_freq', '1').meta_train()
+    r = runner('./results/run', '--n_train_iters', '2', '--save_freq', '1')
+    r.meta_train()
+    assert 'resumed from model-1 at iteration 2' in open('results/run/meta_train.log').read()
+    assert runner('./results/run').meta_test()['checkpoint'] == 'model-2'
