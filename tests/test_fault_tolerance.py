@@ -24,6 +24,7 @@ from data.download import DownloadError, download, safe_extract
 from model import runner as runner_module
 from model.runner import Interrupted, NonFiniteError, Runner, RunError
 from tests.test_download import FAST, payload, server  # noqa: F401  (local file server)
+from tests.test_cli import run_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--dataset', 'synthetic', '--way', '5', '--shot', '1', '--query', '5',
@@ -47,16 +48,6 @@ def assert_same_state(a, b):
     assert len(a) == len(b)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)   # bitwise, see README "Fault tolerance"
-
-
-def run_main(capsys, *argv):
-    """main.py in-process; returns (exit code, stderr)."""
-    try:
-        main.parse_config(list(argv))
-        main.main(['main.py'])
-    except SystemExit as e:
-        return e.code, capsys.readouterr().err
-    return 0, capsys.readouterr().err
 
 
 def read_log(savedir):
