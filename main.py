@@ -151,7 +151,8 @@ def validate(cfg):
 
 
 def run_mode(cfg):
-    """Runs one mode; user-facing errors are raised as UserError subclasses."""
+    """Runs one mode; user-facing problems are raised as DatasetError, EpisodeSizeError,
+    RunError or Interrupted, which main() turns into one message and an exit code."""
     from model.runner import Runner
     runner = Runner(cfg)
     if cfg.mode == 'meta_train':

@@ -475,7 +475,7 @@ class Runner:
             start = int(self.iteration.numpy())
             train_sampler = self.sampler('train')
             self.sampler('val')  # fails now, not at the first validation, if sizes are impossible
-            self.max_bad_steps = getattr(cfg, 'max_bad_steps', 10)
+            self.max_bad_steps = cfg.max_bad_steps
 
             logpath = os.path.join(d, 'meta_train.log')
             # A kill can cut only the line being written (each line is one flushed write,
