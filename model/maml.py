@@ -90,7 +90,12 @@ class MAML(snt.Module):
             lambda p: self.inner_loss(p, xs, ys), self.net.theta, n_steps, self.step_size(),
             first_order=self.first_order, unroll=training)
 
+    def predict(self, params, x):
+        """Query logits with (adapted) weights `params`: the deterministic forward that
+        scores a task after adaptation (and that export and the adversarial attacks use)."""
+        return self.net(x, params)
+
     def task_loss(self, xs, ys, xq, yq, training=True):
         fast, _ = self.adapt(xs, ys, training)
-        logits = self.net(xq, fast)
+        logits = self.predict(fast, xq)
         return cross_entropy(logits, yq), accuracy(logits, yq)
