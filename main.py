@@ -16,7 +16,7 @@ from absl import app
 from absl import flags
 
 MODES = ('meta_train', 'meta_test', 'export')
-METHODS = ('maml', 'fomaml', 'metasgd')
+METHODS = ('maml', 'fomaml', 'metasgd', 'metadrop')
 DATASETS = ('omniglot', 'folder', 'synthetic')
 
 FLAGS = flags.FLAGS
@@ -39,13 +39,17 @@ flags.DEFINE_float('meta_lr', 1e-3, 'beta: outer-loop Adam learning rate.')
 flags.DEFINE_float('inner_lr', 0.1, 'alpha: inner-loop gradient step size (initial value '
                    'of the learned step sizes with --model metasgd unless --alpha_init).')
 flags.DEFINE_integer('n_steps', 5, 'Inner gradient steps at meta-train.')
-flags.DEFINE_integer('n_test_mc_samp', 1, 'MC samples of the inner-step loss at meta-test '
-                     '(stochastic methods; unused by maml/fomaml/metasgd).')
+flags.DEFINE_integer('n_test_mc_samp', 1, 'MC samples of the inner-step loss at validation '
+                     'and meta-test (--model metadrop; the runfiles use 30 at meta-test); 1 '
+                     'at meta-train.')
 flags.DEFINE_boolean('maml', False, "metadrop's switch back to plain MAML on the "
-                     'Meta-Dropout code path (used by --model metadrop).')
+                     'Meta-Dropout code path: --model metadrop --maml has no noise and does '
+                     'not train phi (a no-op with --model maml).')
 # --- this project's flags ---
 flags.DEFINE_string('model', 'maml', f'Method: {", ".join(METHODS)} (maml: second order; '
-                    'fomaml: first-order MAML; metasgd: learned per-parameter step sizes).')
+                    'fomaml: first-order MAML; metasgd: learned per-parameter step sizes; '
+                    'metadrop: Meta-Dropout, learned multiplicative noise on the support '
+                    'features).')
 flags.DEFINE_string('backbone', 'conv4', 'conv4: metadrop Conv4 (stride-1 conv, BN shift '
                     'only, ReLU, max-pool; truncated-normal 0.02 init); maml_conv4: '
                     'cbfinn/maml Conv4 (Glorot init; stride-2 convs and a spatial mean on '
@@ -120,6 +124,9 @@ def validate(cfg):
         errors.append(f'--mode {cfg.mode!r} is not one of {", ".join(MODES)}')
     if cfg.model not in METHODS:
         errors.append(f'--model {cfg.model!r} is not one of {", ".join(METHODS)}')
+    if cfg.maml and cfg.model not in ('metadrop', 'maml'):
+        errors.append(f'--maml turns --model metadrop back into MAML; it does not apply to '
+                      f'--model {cfg.model}')
     if cfg.dataset not in DATASETS:
         errors.append(f'--dataset {cfg.dataset!r} is not one of {", ".join(DATASETS)}')
     for n in POSITIVE_INTS:

@@ -10,6 +10,7 @@ import os
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 
 from model import maml as _maml
+from model import metadrop as _metadrop
 from model import nets as _nets
 
 
@@ -20,10 +21,19 @@ def _build_maml_family(cfg, way, image_shape, first_order=False, meta_sgd=False)
                       meta_sgd=meta_sgd, alpha_init=cfg.alpha_init, inner_loss=cfg.inner_loss)
 
 
+def _build_metadrop(cfg, way, image_shape):
+    net = _nets.build_backbone(cfg.backbone, way, image_shape, cfg.n_channel)
+    return _metadrop.MetaDropout(net, inner_lr=cfg.inner_lr, n_steps=cfg.n_steps,
+                                 n_test_steps=cfg.n_test_steps,
+                                 n_test_mc_samp=cfg.n_test_mc_samp, maml=cfg.maml,
+                                 inner_loss=cfg.inner_loss)
+
+
 MODELS = {
     'maml': lambda cfg, way, shape: _build_maml_family(cfg, way, shape),
     'fomaml': lambda cfg, way, shape: _build_maml_family(cfg, way, shape, first_order=True),
     'metasgd': lambda cfg, way, shape: _build_maml_family(cfg, way, shape, meta_sgd=True),
+    'metadrop': _build_metadrop,
 }
 
 

@@ -72,8 +72,8 @@ class MAML(snt.Module):
     def step_size(self):
         return self.inner_lr if self.alpha is None else self.alpha
 
-    def inner_loss(self, params, x, y):
-        logits = self.net(x, params)
+    def support_ce(self, logits, y):
+        """The inner-loop loss of one forward: mean CE, or cbfinn/maml's sum of CE / K."""
         if self.inner_loss_kind == 'maml_sum':
             # cbfinn/maml: sum_i CE_i / K, i.e. mean CE scaled by the number of classes.
             shot = tf.cast(tf.shape(y)[0], logits.dtype) / tf.cast(tf.shape(logits)[-1],
@@ -82,12 +82,20 @@ class MAML(snt.Module):
                 labels=y, logits=logits)) / shot
         return cross_entropy(logits, y)
 
+    def inner_loss(self, params, x, y, training=True):
+        """The loss one inner step descends (stochastic methods draw their noise here)."""
+        return self.support_ce(self.net(x, params), y)
+
+    def features(self, params, x, sample=False):
+        """Flattened backbone features with weights `params` (export's htr/hte)."""
+        return self.net.features(x, params)
+
     def adapt(self, xs, ys, training=True, n_steps=None):
         """Fast weights for one task's support set (and the inner losses before each step)."""
         if n_steps is None:
             n_steps = self.n_steps if training else self.n_test_steps
         return inner_loop.gradient_descent(
-            lambda p: self.inner_loss(p, xs, ys), self.net.theta, n_steps, self.step_size(),
+            lambda p: self.inner_loss(p, xs, ys, training), self.net.theta, n_steps, self.step_size(),
             first_order=self.first_order, unroll=training)
 
     def predict(self, params, x):

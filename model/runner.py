@@ -53,7 +53,7 @@ from model import steps
 
 # Flags that change the model's variables or the method: a checkpoint is only valid for
 # the values it was trained with.
-STRUCTURAL_FLAGS = ('model', 'backbone', 'n_channel', 'dataset', 'way', 'image_size',
+STRUCTURAL_FLAGS = ('model', 'maml', 'backbone', 'n_channel', 'dataset', 'way', 'image_size',
                     'channels')
 
 
