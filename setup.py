@@ -8,7 +8,7 @@ setup(
                  'Meta-Dropout, Bayesian TAML, LEO and Meta-Transfer Learning'),
     python_requires='>=3.9',
     packages=['model', 'data'],
-    py_modules=['main'],
+    py_modules=['main', 'plot'],
     install_requires=[
         'tensorflow>=2.16,<3',
         'tensorflow-probability>=0.24,<1',
