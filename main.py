@@ -17,7 +17,7 @@ from absl import flags
 
 MODES = ('meta_train', 'meta_test', 'export')
 METHODS = ('maml', 'fomaml', 'metasgd', 'metadrop')
-DATASETS = ('omniglot', 'folder', 'synthetic')
+DATASETS = ('omniglot', 'folder', 'synthetic', 'mimgnet')
 
 FLAGS = flags.FLAGS
 # --- the original's flags (metadrop main.py), same names and defaults ---
@@ -85,6 +85,11 @@ flags.DEFINE_integer('image_size', None, '--dataset folder: images are resized t
                      'square size (default 84).')
 flags.DEFINE_integer('channels', None, '--dataset folder: 1 (grey) or 3 (RGB; default).')
 flags.DEFINE_integer('data_seed', 0, '--dataset synthetic: seed of the generated glyphs.')
+flags.DEFINE_enum('mimgnet_layout', 'auto', ['auto', 'npy', 'csv'],
+                  '--dataset mimgnet: which files to read under <data_root>/mimgnet/: metadrop '
+                  'train.npy/test.npy (val = test), or images/ + train/val/test.csv (or '
+                  'train/ val/ test/ class folders, cached as cache_*.npy); auto takes npy '
+                  'when train.npy exists.')
 flags.DEFINE_integer('print_freq', 50, 'Log the running training loss every this many '
                      'iterations.')
 flags.DEFINE_integer('val_freq', 1000, 'Validate every this many iterations.')

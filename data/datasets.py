@@ -1,6 +1,6 @@
 """Dataset registry: `load_dataset(name, data_root, **options)` -> FewShotDataset.
 
-Readers live in one module per dataset (omniglot.py, folder.py, synthetic.py) and are
+Readers live in one module per dataset (omniglot.py, mimgnet.py, folder.py, synthetic.py) and are
 imported lazily, so loading one dataset never pays for the others.
 """
 import importlib
@@ -35,6 +35,7 @@ _READERS = {
     'omniglot': ('omniglot', 'load'),
     'folder': ('folder', 'load'),
     'synthetic': ('synthetic', 'load'),
+    'mimgnet': ('mimgnet', 'load'),
 }
 
 KNOWN_DATASETS = tuple(_READERS)

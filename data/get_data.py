@@ -3,6 +3,8 @@
     python data/get_data.py --dataset omniglot                     # official zips + cache
     python data/get_data.py --dataset omniglot --source metadrop   # metadrop's train/test.npy
     python -m data.get_data --dataset omniglot --small
+    python data/get_data.py --dataset mimgnet                      # metadrop's train/test.npy
+    python data/get_data.py --dataset mimgnet --source csv [--images_dir DIR]  # Ravi csvs + cache
 
 Like metadrop's get_data.py the files land in ./data/<dataset>/ by default and transfers
 show a tqdm bar; unlike it, transfers resume after an interruption, are retried, and are
@@ -10,6 +12,7 @@ checked (md5 where known) before they get their final name. Run with --help for 
 """
 import argparse
 import collections
+import functools
 import logging
 import os
 import sys
@@ -95,6 +98,97 @@ def preprocess_omniglot(dataset_dir, paths, force):
             f'{exc}. If a zip is damaged, delete it and rerun to download it again.') from None
 
 
+# miniImageNet (fidelity notes 4.1): metadrop reshapes train.npy to [64, 600, 21168] and
+# test.npy to [20, 600, 21168] (84*84*3 HWC values per image).
+MIMGNET_PER_CLASS, MIMGNET_PIXELS = 600, 84 * 84 * 3
+MIMGNET_NPY_CLASSES = {'train': 64, 'test': 20}
+# The Ravi & Larochelle split (64/16/20 classes x 600 images), as published with their code.
+RAVI_CSV_BASE_URL = 'https://raw.githubusercontent.com/twitter/meta-learning-lstm/master/data/miniImagenet'
+RAVI_CSV_CLASSES = {'train': 64, 'val': 16, 'test': 20}
+
+
+def check_mimgnet_npy(path, n_classes):
+    """Deletes `path` and raises DownloadError unless it reads as [n_classes, 600, 21168].
+
+    As for Omniglot the stored shape is undocumented; any shape the reader (data.mimgnet)
+    understands is accepted if it gives n_classes classes of 600 images of 84*84*3 values."""
+    import numpy as np
+    from data.mimgnet import npy_geometry
+    try:
+        arr = np.load(path, mmap_mode='r', allow_pickle=False)
+        if not isinstance(arr, np.ndarray):  # an .npz archive
+            arr.close()
+            raise ValueError('it is an .npz archive, not a single array')
+        shape, dtype = arr.shape, arr.dtype
+        del arr
+        geometry = npy_geometry(shape)
+        problem = None
+        if dtype.kind not in 'uif':
+            problem = f'it holds {dtype} values, not images'
+        elif isinstance(geometry, str) or geometry != (n_classes, MIMGNET_PER_CLASS):
+            why = geometry if isinstance(geometry, str) else f'{geometry[0]} classes x {geometry[1]} images'
+            problem = (f'it holds an array of shape {shape} ({why}), which cannot be read as '
+                       f'[{n_classes}, {MIMGNET_PER_CLASS}, {MIMGNET_PIXELS}] (classes x images x '
+                       '84*84*3 values) as metadrop reads it')
+    except (ValueError, OSError, EOFError) as exc:
+        problem = f'numpy cannot read it as an array ({exc})'
+    if problem is not None:
+        os.remove(path)
+        raise DownloadError(f'{path} is not a usable metadrop miniImageNet file: {problem}. It was '
+                            'deleted; rerun to download it again, and if this repeats the '
+                            'source is serving a different file.')
+    log.info('%s: %d classes x %d images x %d values (%s).', path, n_classes, MIMGNET_PER_CLASS,
+             MIMGNET_PIXELS, dtype)
+
+
+def check_ravi_csv(path, n_classes):
+    """Deletes `path` and raises DownloadError unless it is a Ravi & Larochelle split csv:
+    header filename,label and n_classes labels of 600 rows each."""
+    import csv
+    problem = None
+    try:
+        with open(path, newline='', encoding='utf-8-sig') as fh:
+            rows = list(csv.reader(fh))
+        if not rows or [c.strip() for c in rows[0]] != ['filename', 'label']:
+            problem = f'its first line is {",".join(rows[0]) if rows else "(empty)"!r}, not "filename,label"'
+        else:
+            counts = collections.Counter(r[1].strip() for r in rows[1:] if len(r) == 2)
+            bad = [r for r in rows[1:] if r and len(r) != 2]
+            if bad:
+                problem = f'{len(bad)} rows are not "filename,label" (e.g. {",".join(bad[0])!r})'
+            elif len(counts) != n_classes or set(counts.values()) != {MIMGNET_PER_CLASS}:
+                problem = (f'it lists {len(counts)} classes with {min(counts.values(), default=0)}..'
+                           f'{max(counts.values(), default=0)} images each, not {n_classes} x '
+                           f'{MIMGNET_PER_CLASS}')
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        problem = f'it cannot be read as csv ({exc})'
+    if problem is not None:
+        os.remove(path)
+        raise DownloadError(f'{path} is not a Ravi & Larochelle miniImageNet split file: {problem}. '
+                            'It was deleted; rerun to download it again.')
+
+
+def preprocess_mimgnet_csv(dataset_dir, paths, force, images_dir=None):
+    """Builds data.mimgnet's cache_{split}.npy from the images, or explains where they go."""
+    from data.datasets import DatasetError
+    from data.mimgnet import build_cache
+    images = images_dir or os.path.join(dataset_dir, 'images')
+    split_folders = all(os.path.isdir(os.path.join(dataset_dir, w)) for w in ('train', 'test'))
+    if images_dir is None and not split_folders and not (os.path.isdir(images) and os.listdir(images)):
+        raise DownloadError(
+            f'The split csvs are in {dataset_dir}, but the images are not. ImageNet images cannot be '
+            'redistributed, so no source downloads them: obtain the miniImageNet images (e.g. the '
+            "Ravi & Larochelle images.zip, or cut them from ImageNet with the csvs' file names), "
+            f'put them in {images}/<filename>.jpg (or as {dataset_dir}/{{train,val,test}}/<wnid>/*.jpg), '
+            'or pass --images_dir DIR, and rerun this command to build the cache '
+            '(the csvs are not fetched again). Pass --no_preprocess to only fetch the csvs.')
+    try:
+        built = build_cache(dataset_dir, images_dir=images_dir, force=force)
+    except (DatasetError, OSError) as exc:
+        raise DownloadError(f'Preprocessing miniImageNet in {dataset_dir} failed: {exc}') from None
+    return ', '.join(os.path.basename(p) for p in built)
+
+
 DATASETS = {
     'omniglot': Dataset(
         default_source='official',
@@ -126,6 +220,33 @@ DATASETS = {
                                'https://www.dropbox.com/s/w313ybz6rls1e83/test.npy?dl=1',
                                check=check_metadrop_npy),
                 )),
+        }),
+    'mimgnet': Dataset(
+        default_source='metadrop',
+        sources={
+            'metadrop': Source(
+                description="Meta-Dropout's miniImageNet train.npy/test.npy (Dropbox; no "
+                            'published checksum, so the size and array shape are checked)',
+                preprocess=None,
+                files=(
+                    RemoteFile('train', 'train.npy',
+                               'https://www.dropbox.com/s/ir54llgjfjv3naa/train.npy?dl=1',
+                               check=functools.partial(check_mimgnet_npy,
+                                                       n_classes=MIMGNET_NPY_CLASSES['train'])),
+                    RemoteFile('test', 'test.npy',
+                               'https://www.dropbox.com/s/i40h3wyjlpxeesr/test.npy?dl=1',
+                               check=functools.partial(check_mimgnet_npy,
+                                                       n_classes=MIMGNET_NPY_CLASSES['test'])),
+                )),
+            'csv': Source(
+                description='the Ravi & Larochelle split csvs (twitter/meta-learning-lstm); the '
+                            'ImageNet images cannot be redistributed and must be supplied '
+                            '(images/ or --images_dir), then they are cached as cache_*.npy',
+                preprocess=preprocess_mimgnet_csv,
+                files=tuple(
+                    RemoteFile(which, f'{which}.csv', f'{RAVI_CSV_BASE_URL}/{which}.csv',
+                               check=functools.partial(check_ravi_csv, n_classes=n))
+                    for which, n in RAVI_CSV_CLASSES.items())),
         }),
 }
 
@@ -180,6 +301,10 @@ def _parser():
     p.add_argument('--retries', type=int, default=5,
                    help='retries per file after network errors, HTTP 5xx or 429 (default 5)')
     p.add_argument('--no_progress', action='store_true', help='hide the progress bars')
+    p.add_argument('--images_dir', default=None,
+                   help='mimgnet --source csv: the folder holding the miniImageNet images named '
+                        'in the csvs (default <data_root>/mimgnet/images); the cache is built '
+                        'from there')
     return p
 
 
@@ -216,6 +341,8 @@ def main(argv=None):
     for extra in EXTRAS:
         if getattr(args, extra) and not any(f.extra == extra for f in source.files):
             log.warning('--%s has no effect for %s/%s.', extra, args.dataset, source_name)
+    if args.images_dir and source.preprocess is not preprocess_mimgnet_csv:
+        parser.error('--images_dir only applies to --dataset mimgnet --source csv')
     for f in source.files:
         if f not in wanted and f.name in overrides:
             log.warning('--url_override for %s is ignored: pass --%s to fetch that file.',
@@ -249,7 +376,8 @@ def main(argv=None):
             paths.append(path)
         result = None
         if source.preprocess is not None and not args.no_preprocess:
-            result = source.preprocess(dataset_dir, paths, args.force)
+            extra = {'images_dir': args.images_dir} if args.images_dir else {}
+            result = source.preprocess(dataset_dir, paths, args.force, **extra)
     except DownloadError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1

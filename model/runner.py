@@ -95,6 +95,8 @@ def dataset_options(cfg):
     if cfg.dataset == 'omniglot':
         return dict(source=cfg.omniglot_source, test_alphabets=alphabets(cfg.test_alphabets),
                     val_alphabets=alphabets(cfg.val_alphabets))
+    if cfg.dataset == 'mimgnet':
+        return dict(mimgnet_layout=getattr(cfg, 'mimgnet_layout', 'auto'))
     if cfg.dataset == 'folder':
         return dict(folder_dir=cfg.folder_dir or None, image_size=cfg.image_size or 84,
                     channels=cfg.channels or 3)

@@ -1,0 +1,484 @@
+"""miniImageNet reader: metadrop's npy files, or the Ravi & Larochelle csv split of JPEGs.
+
+Files under <data_root>/mimgnet/ (option `mimgnet_layout`; 'auto' takes npy when train.npy
+exists, else the csv layout):
+
+  npy (metadrop): train.npy and test.npy, which metadrop's data.py reshapes to
+    [64, 600, 21168] and [20, 600, 21168]; 21168 = 84*84*3 values per image in HWC order.
+    Any stored shape with that many values per image is accepted: [C, n, 21168] and
+    [C, n, 84, 84, 3] give the class and per-class counts; a flat [N, 21168], [N, 84, 84, 3]
+    or 1-D array is cut into classes of 600 images as metadrop does. The files are memory-
+    mapped (np.load(mmap_mode='r')) and reshaped as a view, never copied; an episode reads
+    only its own images. There is no validation split: validation uses the meta-test split,
+    exactly as metadrop did (val_is_test=True).
+    Values: the dtype of the Dropbox files is not documented (fidelity notes 4.1). A float
+    file is used as stored, as metadrop does. A uint8 file is read as x / 255 (ClassSplit's
+    rule for uint8 storage, the [0, 1] range cbfinn/maml feeds): metadrop would have fed 0..255
+    unscaled, so this is a deliberate difference that only applies if the files are uint8.
+
+  csv (Ravi & Larochelle, as cbfinn/maml's proc_images.py and most code): images/<filename>
+    plus train.csv, val.csv and test.csv, each with the header `filename,label` (64/16/20
+    classes x 600 images); or the already-split folders train/<wnid>/*.jpg, val/<wnid>/*,
+    test/<wnid>/* that proc_images.py leaves behind (used when images/ is empty or absent).
+    Images are converted to RGB and resized to 84x84 with PIL LANCZOS unless already 84x84
+    (proc_images.py resizes in the file's own mode; so do we for L/RGB/CMYK images). They are
+    read back as x / 255, as cbfinn/maml does. Classes are sorted by label; the images of a
+    class keep csv order (folder form: sorted by file name). The 16 validation classes are
+    used for validation (val_is_test=False); without val.csv / val/, validation uses test.
+
+Cache (csv layout): decoding 60000 JPEGs takes minutes, so the first load writes each split
+to <data_root>/mimgnet/cache_{train,val,test}.npy, uint8 [n_images, 84, 84, 3], built image
+by image into an np.lib.format.open_memmap temporary file (the data set is never held in RAM)
+and renamed into place, with a sidecar cache_{split}.json (class names, images per class,
+and the signature of its source). Later loads memory-map the .npy. The signature is cheap
+to check: the size and mtime of the split's csv (csv form; the JPEGs themselves are not
+checked, so a cache stays usable after images/ is deleted), or the class folders and their
+image counts (folder form). A different signature rebuilds the cache; `build_cache(...,
+force=True)` (get_data.py --force) rebuilds it regardless. A read-only folder is decoded
+into memory instead, every time.
+"""
+import csv
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .datasets import DatasetError, FewShotDataset
+from .episodes import ClassSplit
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZE = 84
+CHANNELS = 3
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
+PIXELS = IMAGE_SIZE * IMAGE_SIZE * CHANNELS       # 21168, metadrop's flat image
+METADROP_PER_CLASS = 600
+METADROP_CLASSES = {'train': 64, 'test': 20}
+RAVI_CLASSES = {'train': 64, 'val': 16, 'test': 20}
+SPLITS = ('train', 'val', 'test')
+LAYOUTS = ('auto', 'npy', 'csv')
+CSV_HEADER = ['filename', 'label']
+CACHE_VERSION = 1
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
+
+
+def get_data_command(data_root, source=None):
+    extra = f' --source {source}' if source else ''
+    return f'python data/get_data.py --dataset mimgnet{extra} --data_root {data_root}'
+
+
+def _where_images(mimgnet_dir, data_root):
+    return (f'miniImageNet images cannot be redistributed (ImageNet terms), so they must be '
+            f'obtained separately (e.g. the Ravi & Larochelle images.zip, or cut from ImageNet with '
+            f'the csvs) and placed as {mimgnet_dir / "images"}/<filename>.jpg beside '
+            f'{mimgnet_dir}/train.csv, val.csv, test.csv (header filename,label; '
+            f'`{get_data_command(data_root, "csv")}` fetches the csvs, and with --images_dir DIR '
+            f'builds the cache from images kept elsewhere), or as {mimgnet_dir}/{{train,val,test}}'
+            f'/<wnid>/*.jpg')
+
+
+# ----------------------------------------------------------------------------- npy (metadrop)
+
+def npy_geometry(shape, per_class=METADROP_PER_CLASS):
+    """(n_classes, n_per_class) of an array of `shape` holding 84x84x3 images, or a string
+    saying why it cannot be read that way. [C, n, 21168] and [C, n, 84, 84, 3] carry both
+    counts, [C, n*21168] too; other shapes are cut into classes of `per_class` images."""
+    shape = tuple(int(s) for s in shape)
+    size = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if size == 0 or size % PIXELS:
+        return (f'{size} values, not a positive multiple of 84*84*3 = {PIXELS} '
+                f'(one flat 84x84x3 image)')
+    if len(shape) == 3 and shape[2] == PIXELS or len(shape) == 5 and shape[2:] == IMAGE_SHAPE:
+        return shape[0], shape[1]
+    if len(shape) == 2 and shape[1] != PIXELS and shape[1] % PIXELS == 0:
+        return shape[0], shape[1] // PIXELS
+    images = size // PIXELS
+    if images % per_class:
+        return (f'{images} images, not a multiple of the {per_class} images per class metadrop '
+                f'assumes for a flat array')
+    return images // per_class, per_class
+
+
+def _load_npy(path: Path):
+    """The memory-mapped array of `path`, reshaped (a view) to [C, n, 84, 84, 3]."""
+    # Pickles (a renamed pickle, an object array) are never loaded: unpickling can run code.
+    try:
+        with open(path, 'rb') as f:
+            magic = f.read(6)
+        if magic != b'\x93NUMPY':
+            raise DatasetError(
+                f'{path} is not an .npy array file ({"it is empty" if not magic else "no npy signature"}: '
+                f'a truncated download, an HTML error page or a pickle, which is never loaded because '
+                f'unpickling can run code). Delete it and download it again') from None
+        arr = np.load(path, mmap_mode='r', allow_pickle=False)
+    except ValueError as e:
+        if 'pickle' in str(e) or 'Python objects' in str(e):
+            raise DatasetError(f'{path} holds Python objects that would need allow_pickle ({e}); they '
+                               f'are never loaded because unpickling can run code. Delete it and '
+                               f'download it again') from None
+        raise DatasetError(f'{path} is truncated or damaged ({e}); delete it and download it again') \
+            from None
+    except (OSError, EOFError) as e:
+        raise DatasetError(f'{path} is not a readable .npy file ({e}); delete it and download it '
+                           f'again') from None
+    if arr.dtype.kind not in 'uif':
+        raise DatasetError(f'{path} holds {arr.dtype} values; expected uint8 or float images')
+    geometry = npy_geometry(arr.shape)
+    if isinstance(geometry, str):
+        raise DatasetError(f'{path} has shape {arr.shape} ({geometry}), which does not reshape to '
+                           f'[n_classes, n_per_class, 21168] (metadrop: train [64, 600, 21168], '
+                           f'test [20, 600, 21168])')
+    if not arr.flags.c_contiguous:
+        # Reshaping a Fortran-ordered file would copy all of it into memory.
+        raise DatasetError(f'{path} is stored in Fortran order, which cannot be reshaped to '
+                           f'[n_classes, n_per_class, 84, 84, 3] without copying it into memory; '
+                           f'rewrite it once in C order (np.save(path, np.ascontiguousarray(a)))')
+    return arr.reshape(geometry + IMAGE_SHAPE)   # a view of the memmap, not a copy
+
+
+def _npy_dataset(mimgnet_dir: Path):
+    splits = {}
+    for which in ('train', 'test'):
+        arr = _load_npy(mimgnet_dir / f'{which}.npy')
+        splits[which] = ClassSplit(arr, names=[f'{which}.npy/class{c:03d}' for c in range(len(arr))],
+                                   name=which, dataset='mimgnet')
+    tr, te = splits['train'], splits['test']
+    if tr.image_shape != te.image_shape:  # pragma: no cover - both are IMAGE_SHAPE by construction
+        raise DatasetError(f'train.npy and test.npy hold images of different shapes')
+    dtypes = {tr._stacked.dtype, te._stacked.dtype}
+    values = ', '.join(sorted(f'{d} {"read as x/255" if d == np.uint8 else "used as stored"}'
+                              for d in dtypes))
+    desc = (f'mimgnet (metadrop npy train.npy [{tr.n_classes}, {tr.counts[0]}, {PIXELS}] + test.npy '
+            f'[{te.n_classes}, {te.counts[0]}, {PIXELS}], memory-mapped, {values}; no validation '
+            f'split, validation uses the meta-test split as metadrop): train {tr.n_classes} / val=test / '
+            f'test {te.n_classes} classes')
+    return FewShotDataset('mimgnet', tr, te, te, IMAGE_SHAPE, True, desc)
+
+
+# ----------------------------------------------------------------------------- csv / folder sources
+
+class _Source(NamedTuple):
+    """Where one split's images come from."""
+    which: str
+    origin: str        # for messages, e.g. 'train.csv + images/' or 'train/'
+    signature: dict    # cheap fingerprint stored beside the cache
+
+
+def _stat_signature(path: Path):
+    st = path.stat()
+    return {'file': path.name, 'size': st.st_size, 'mtime_ns': st.st_mtime_ns}
+
+
+def _folder_classes(split_dir: Path):
+    """[(class name, sorted image paths)] of split_dir/<class>/<image>."""
+    classes = []
+    for d in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith('.')):
+        files = sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith('.')
+                       and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise DatasetError(f'class folder {d} holds no images (jpg/jpeg/png/bmp/gif); remove it or '
+                               f'add its images')
+        classes.append((d.name, files))
+    if not classes:
+        raise DatasetError(f'{split_dir} has no class folders; expected {split_dir}/<wnid>/*.jpg')
+    return classes
+
+
+def _read_csv(path: Path, images_dir: Path):
+    """[(label, [image paths in csv order])], sorted by label."""
+    try:
+        with open(path, newline='', encoding='utf-8-sig') as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f'cannot read {path} ({type(e).__name__}: {e}); fetch it again with '
+                           f'{get_data_command(path.parent.parent, "csv")}') from None
+    if not rows or [c.strip() for c in rows[0]] != CSV_HEADER:
+        raise DatasetError(f'{path} must start with the header line "filename,label" (Ravi & Larochelle '
+                           f'format); its first line is {",".join(rows[0]) if rows else "(empty file)"!r}')
+    classes, seen = {}, set()
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or not ''.join(row).strip():
+            continue
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            raise DatasetError(f'{path} line {line}: expected "filename,label", got {",".join(row)!r}')
+        name, label = row[0].strip(), row[1].strip()
+        if name in seen:
+            raise DatasetError(f'{path} line {line}: {name} is listed twice')
+        if '/' in name or '\\' in name or name in ('.', '..'):
+            raise DatasetError(f'{path} line {line}: {name!r} is not a plain file name (the csv names '
+                               f'files inside images/)')
+        seen.add(name)
+        classes.setdefault(label, []).append(images_dir / name)
+    if not classes:
+        raise DatasetError(f'{path} lists no images (only the header)')
+    return sorted(classes.items())
+
+
+def _detect_form(mimgnet_dir: Path):
+    """'csv' (images/ + csvs), 'folders' (train/, test/ class folders) or None."""
+    images = mimgnet_dir / 'images'
+    has_csv = (mimgnet_dir / 'train.csv').is_file() and (mimgnet_dir / 'test.csv').is_file()
+    has_images = False
+    if images.is_dir():
+        with os.scandir(images) as entries:
+            has_images = next(entries, None) is not None
+    has_folders = (mimgnet_dir / 'train').is_dir() and (mimgnet_dir / 'test').is_dir()
+    if has_csv and (has_images or not has_folders):
+        return 'csv'
+    if has_folders:
+        return 'folders'
+    return None
+
+
+def _sources(mimgnet_dir: Path, form):
+    """{split: _Source} of the splits present in `form`."""
+    out = {}
+    for which in SPLITS:
+        if form == 'csv':
+            path = mimgnet_dir / f'{which}.csv'
+            if path.is_file():
+                out[which] = _Source(which, f'{which}.csv + images/',
+                                     {'form': 'csv', **_stat_signature(path)})
+        elif form == 'folders':
+            d = mimgnet_dir / which
+            if d.is_dir():
+                classes = _folder_classes(d)
+                out[which] = _Source(which, f'{which}/', {
+                    'form': 'folders', 'classes': [[name, len(files)] for name, files in classes]})
+    return out
+
+
+def _class_files(mimgnet_dir: Path, src: _Source, images_dir: Path):
+    if src.signature['form'] == 'csv':
+        return _read_csv(mimgnet_dir / f'{src.which}.csv', images_dir)
+    return _folder_classes(mimgnet_dir / src.which)
+
+
+# ----------------------------------------------------------------------------- decoding and cache
+
+def _decode(path: Path):
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.size != (IMAGE_SIZE, IMAGE_SIZE):
+                if im.mode not in ('L', 'RGB', 'CMYK'):
+                    im = im.convert('RGB')
+                im = im.resize((IMAGE_SIZE, IMAGE_SIZE), resample=Image.LANCZOS)
+            arr = np.asarray(im.convert('RGB'), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DatasetError(f'cannot decode image {path} ({type(e).__name__}: {e}); the file is damaged: '
+                           f'replace or delete it') from None
+    return arr
+
+
+def _cache_paths(mimgnet_dir: Path, which):
+    return mimgnet_dir / f'cache_{which}.npy', mimgnet_dir / f'cache_{which}.json'
+
+
+def _open_cache(mimgnet_dir: Path, which):
+    """(memmap [n, 84, 84, 3], meta dict) of a complete cache, or None."""
+    npy, meta_path = _cache_paths(mimgnet_dir, which)
+    if not (npy.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        arr = np.load(npy, mmap_mode='r', allow_pickle=False)
+        counts = [int(c) for c in meta['counts']]
+        ok = (meta.get('version') == CACHE_VERSION and isinstance(arr, np.ndarray)
+              and arr.dtype == np.uint8 and arr.shape == (sum(counts),) + IMAGE_SHAPE
+              and len(meta['classes']) == len(counts) and min(counts) > 0 and arr.flags.c_contiguous)
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return None
+    return (arr, meta) if ok else None
+
+
+def _writable(directory: Path):
+    # Honour the permission bits too: as root os.access says yes even for a 'read-only' folder.
+    try:
+        return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
+    except OSError:
+        return False
+
+
+def _atomic_write_text(path: Path, text):
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _decode_split(mimgnet_dir: Path, src: _Source, images_dir: Path, write: bool):
+    """Decodes one split. write=True: into cache_{split}.npy (returned memory-mapped) + .json;
+    else into memory. Returns (array [n, 84, 84, 3], meta)."""
+    classes = _class_files(mimgnet_dir, src, images_dir)
+    missing = [p for _, files in classes for p in files if not p.is_file()]
+    if missing:
+        shown = ', '.join(str(p) for p in missing[:3])
+        more = f' and {len(missing) - 3} more' if len(missing) > 3 else ''
+        raise DatasetError(f'{src.which}.csv names {len(missing)} image(s) that do not exist: {shown}{more}. '
+                           f'{_where_images(mimgnet_dir, mimgnet_dir.parent)}')
+    counts = [len(files) for _, files in classes]
+    meta = {'version': CACHE_VERSION, 'split': src.which, 'origin': src.origin,
+            'classes': [name for name, _ in classes], 'counts': counts, 'source': src.signature}
+    shape = (sum(counts),) + IMAGE_SHAPE
+    npy, meta_path = _cache_paths(mimgnet_dir, src.which)
+    tmp = None
+    try:
+        if write:
+            fd, tmp = tempfile.mkstemp(prefix=f'.{npy.name}.', suffix='.tmp', dir=mimgnet_dir)
+            os.close(fd)
+            arr = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=shape)
+        else:
+            arr = np.empty(shape, dtype=np.uint8)
+        k = 0
+        with tqdm(total=shape[0], desc=f'decoding miniImageNet {src.which}', unit='img') as bar:
+            for _, files in classes:     # class by class, straight into the (memory-mapped) array
+                for p in files:
+                    arr[k] = _decode(p)
+                    k += 1
+                bar.update(len(files))
+        if not write:
+            return arr, meta
+        arr.flush()
+        del arr
+        if meta_path.exists():
+            meta_path.unlink()           # no moment where an old sidecar vouches for a new array
+        os.replace(tmp, npy)
+        tmp = None
+        _atomic_write_text(meta_path, json.dumps(meta))
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    cached = _open_cache(mimgnet_dir, src.which)
+    if cached is None:  # pragma: no cover - just written
+        raise DatasetError(f'the cache {npy} could not be read back after writing it; delete it and retry')
+    return cached
+
+
+def build_cache(mimgnet_dir, images_dir=None, force=False):
+    """Writes cache_{train,val,test}.npy (+ .json) from the csv layout in `mimgnet_dir`.
+
+    images_dir: where the JPEGs named in the csvs are (default mimgnet_dir/images); the
+    csvs stay in mimgnet_dir. Up-to-date caches are kept unless `force`. Returns the paths.
+    """
+    mimgnet_dir = Path(mimgnet_dir)
+    images_dir = Path(images_dir) if images_dir is not None else mimgnet_dir / 'images'
+    form = 'csv' if images_dir != mimgnet_dir / 'images' else _detect_form(mimgnet_dir)
+    if form is None or (form == 'csv' and not images_dir.is_dir()):
+        raise DatasetError(f'no miniImageNet images to preprocess in {mimgnet_dir} '
+                           f'({images_dir} is missing or empty and there are no train/ test/ class '
+                           f'folders). {_where_images(mimgnet_dir, mimgnet_dir.parent)}')
+    sources = _sources(mimgnet_dir, form)
+    if 'train' not in sources or 'test' not in sources:
+        raise DatasetError(f'{mimgnet_dir} needs train.csv and test.csv (or train/ and test/ folders)')
+    if not _writable(mimgnet_dir):
+        raise DatasetError(f'cannot write the cache into {mimgnet_dir}: the folder is not writable')
+    paths = []
+    for which, src in sources.items():
+        cached = None if force else _open_cache(mimgnet_dir, which)
+        if cached is None or cached[1].get('source') != src.signature:
+            _decode_split(mimgnet_dir, src, images_dir, write=True)
+        paths.append(_cache_paths(mimgnet_dir, which)[0])
+    return paths
+
+
+def _to_split(arr, meta, which):
+    counts = [int(c) for c in meta['counts']]
+    if len(set(counts)) == 1:
+        images = arr.reshape((len(counts), counts[0]) + IMAGE_SHAPE)   # a view of the memmap
+    else:
+        ends = np.cumsum(counts)
+        images = [arr[e - c:e] for c, e in zip(counts, ends)]           # views too
+    return ClassSplit(images, names=meta['classes'], name=which, dataset='mimgnet')
+
+
+def _csv_dataset(mimgnet_dir: Path, data_root):
+    form = _detect_form(mimgnet_dir)
+    sources = _sources(mimgnet_dir, form) if form else {}
+    write = _writable(mimgnet_dir)
+    loaded, used = {}, []
+    for which in SPLITS:
+        src = sources.get(which)
+        cached = _open_cache(mimgnet_dir, which)
+        if src is not None and cached is not None and cached[1].get('source') == src.signature:
+            loaded[which] = cached
+            used.append(f'cache_{which}.npy')
+        elif src is not None:
+            if form == 'csv' and not (mimgnet_dir / 'images').is_dir():
+                raise DatasetError(f'{mimgnet_dir / "images"} does not exist and there is no up-to-date '
+                                   f'cache_{which}.npy for {which}.csv. '
+                                   f'{_where_images(mimgnet_dir, data_root)}')
+            if not write:
+                log.warning('%s is not writable: decoding %s into memory without writing a cache.',
+                            mimgnet_dir, src.origin)
+            loaded[which] = _decode_split(mimgnet_dir, src, mimgnet_dir / 'images', write)
+            used.append(f'cache_{which}.npy (built now)' if write else f'{src.origin} (decoded, no cache)')
+        elif form is None and cached is not None:
+            loaded[which] = cached      # the sources were removed after caching
+            used.append(f'cache_{which}.npy (its {cached[1].get("origin", "source")} no longer present)')
+    if 'train' not in loaded or 'test' not in loaded:
+        found = sorted(p.name for p in mimgnet_dir.iterdir()) if mimgnet_dir.is_dir() else []
+        raise DatasetError(
+            f'no miniImageNet data in {mimgnet_dir}: looked for train.npy + test.npy (metadrop layout), '
+            f'train.csv + val.csv + test.csv with images/, train/ val/ test/ class folders, or '
+            f'cache_train.npy + cache_test.npy (found: {", ".join(found) or "nothing"}). Get metadrop\'s '
+            f'files with: {get_data_command(data_root)}. For the csv layout: '
+            f'{_where_images(mimgnet_dir, data_root)}')
+    splits = {which: _to_split(*loaded[which], which) for which in loaded}
+    names = {}
+    for which, split in splits.items():
+        for c in range(split.n_classes):
+            other = names.setdefault(split.class_name(c), which)
+            if other != which:
+                raise DatasetError(f'class {split.class_name(c)} is in both the {other} and the {which} '
+                                   f'split of {mimgnet_dir}; the splits must be disjoint')
+    train, test = splits['train'], splits['test']
+    val_is_test = 'val' not in splits
+    val = test if val_is_test else splits['val']
+
+    def per_class(s):
+        lo, hi = int(s.counts.min()), int(s.counts.max())
+        return str(lo) if lo == hi else f'{lo}..{hi}'
+
+    standard = (train.n_classes, 0 if val_is_test else val.n_classes, test.n_classes) == (64, 16, 20)
+    kind = {'csv': 'Ravi & Larochelle csv split', 'folders': 'class folders'}.get(form, 'cache')
+    desc = (f'mimgnet ({kind}{"" if standard else " (not the standard 64/16/20 classes)"}, 84x84x3 uint8 read as x/255, '
+            f'{"; ".join(used)}, memory-mapped where cached): train {train.n_classes} / '
+            f'{"val=test (no val split)" if val_is_test else f"val {val.n_classes}"} / test {test.n_classes} '
+            f'classes, {per_class(train)}/{per_class(val)}/{per_class(test)} images per class')
+    return FewShotDataset('mimgnet', train, val, test, IMAGE_SHAPE, val_is_test, desc)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def load(data_root='./data', mimgnet_layout='auto') -> FewShotDataset:
+    """Reads miniImageNet from <data_root>/mimgnet.
+
+    Args:
+      mimgnet_layout: 'auto' (npy when train.npy exists, else csv), 'npy' (metadrop's
+        train.npy/test.npy, val = test) or 'csv' (images/ + train/val/test.csv, or
+        train/ val/ test/ class folders, cached as cache_{split}.npy).
+    """
+    mimgnet_dir = Path(data_root) / 'mimgnet'
+    if mimgnet_layout not in LAYOUTS:
+        raise DatasetError(f'unknown mimgnet_layout {mimgnet_layout!r}; use one of {", ".join(LAYOUTS)}')
+    npy = [mimgnet_dir / 'train.npy', mimgnet_dir / 'test.npy']
+    if mimgnet_layout == 'npy' or (mimgnet_layout == 'auto' and npy[0].is_file()):
+        missing = [str(p) for p in npy if not p.is_file()]
+        if missing:
+            raise DatasetError(f'metadrop miniImageNet files missing: {", ".join(missing)} (the npy layout '
+                               f'needs train.npy and test.npy in {mimgnet_dir}). Get them with: '
+                               f'{get_data_command(data_root)}')
+        return _npy_dataset(mimgnet_dir)
+    return _csv_dataset(mimgnet_dir, data_root)
