@@ -1,4 +1,4 @@
-"""Entry point: `python main.py --mode meta_train|meta_test|export --savedir DIR ...`.
+"""Entry point: `python main.py --mode meta_train|meta_test|export|adv_test --savedir DIR ...`.
 
 Flag names and defaults are the originals' (metadrop main.py for the MAML family); every
 flag is listed with its help by `python main.py --helpfull`.
@@ -15,7 +15,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app
 from absl import flags
 
-MODES = ('meta_train', 'meta_test', 'export')
+MODES = ('meta_train', 'meta_test', 'export', 'adv_test')
+ATTACK_NORMS = ('l1', 'l2', 'linf')  # model/adversarial.py NORMS
 METHODS = ('maml', 'fomaml', 'metasgd', 'metadrop')
 DATASETS = ('omniglot', 'folder', 'synthetic', 'mimgnet')
 
@@ -99,6 +100,21 @@ flags.DEFINE_boolean('progress', True, 'Show tqdm progress bars.')
 flags.DEFINE_integer('max_bad_steps', 10, 'Stop meta_train after this many consecutive '
                      'steps with a non-finite loss or meta-gradient (each such step is '
                      'skipped without touching the weights, and logged).')
+# --- --mode adv_test: PGD on the query set after adaptation (model/adversarial.py) ---
+flags.DEFINE_string('attacks', 'l1,l2,linf', 'adv_test: comma-separated PGD attacks, from '
+                    'l1, l2, linf.')
+flags.DEFINE_float('eps_l1', None, 'adv_test: L1 budget per image (pixels in [0, 1]); '
+                   'default 10 on grey images, 20 on colour ones (ours, not the paper\'s).')
+flags.DEFINE_float('eps_l2', None, 'adv_test: L2 budget per image; default 1.0 (ours).')
+flags.DEFINE_float('eps_linf', None, 'adv_test: Linf budget per image; default 0.1 on grey '
+                   'images, 0.03 on colour ones (ours).')
+flags.DEFINE_integer('pgd_steps', 20, 'adv_test: PGD iterations per attack.')
+flags.DEFINE_float('pgd_step_scale', 2.5, 'adv_test: PGD step = pgd_step_scale * eps / '
+                   'pgd_steps, measured in the attack\'s norm (Madry et al.: 2.5).')
+flags.DEFINE_float('pgd_l1_frac', 0.01, 'adv_test: fraction of the coordinates an L1 step '
+                   'moves (those with the largest |gradient|; at least one).')
+flags.DEFINE_integer('n_adv_episodes', 100, 'adv_test: meta-test episodes attacked (the '
+                     'first ones meta_test runs, same seed and metabatch).')
 
 POSITIVE_INTS = ('way', 'shot', 'query', 'metabatch', 'n_steps', 'n_test_mc_samp',
                  'save_freq', 'n_test_iters', 'print_freq', 'val_freq', 'n_val_batches',
@@ -158,8 +174,36 @@ def validate(cfg):
         errors.append(f'--n_test_steps must be >= 0, got {cfg.n_test_steps}')
     if not cfg.savedir:
         errors.append('--savedir is required (the folder for checkpoints and logs)')
+    errors += validate_adversarial(cfg)
     if errors:
         raise app.UsageError('; '.join(errors))
+
+
+def validate_adversarial(cfg):
+    """Messages for bad --mode adv_test flags (checked in every mode: typos fail early)."""
+    errors = []
+    names = [a.strip() for a in cfg.attacks.split(',') if a.strip()]
+    unknown = [a for a in names if a not in ATTACK_NORMS]
+    if not names:
+        errors.append(f'--attacks is empty; give a comma-separated list of '
+                      f'{", ".join(ATTACK_NORMS)}')
+    elif unknown:
+        errors.append(f'--attacks: unknown attack(s) {", ".join(unknown)}; use '
+                      f'{", ".join(ATTACK_NORMS)}')
+    elif len(set(names)) < len(names):
+        errors.append(f'--attacks lists an attack twice: {cfg.attacks}')
+    for norm in ATTACK_NORMS:
+        value = getattr(cfg, f'eps_{norm}')
+        if value is not None and not 0 <= value < math.inf:
+            errors.append(f'--eps_{norm} must be >= 0 and finite, got {value}')
+    for n in ('pgd_steps', 'n_adv_episodes'):
+        if getattr(cfg, n) < 1:
+            errors.append(f'--{n} must be a positive integer, got {getattr(cfg, n)}')
+    if not 0 < cfg.pgd_step_scale < math.inf:
+        errors.append(f'--pgd_step_scale must be positive and finite, got {cfg.pgd_step_scale}')
+    if not 0 < cfg.pgd_l1_frac <= 1:
+        errors.append(f'--pgd_l1_frac must be in (0, 1], got {cfg.pgd_l1_frac}')
+    return errors
 
 
 def run_mode(cfg):
@@ -171,6 +215,9 @@ def run_mode(cfg):
         return runner.meta_train()
     if cfg.mode == 'meta_test':
         return runner.meta_test()
+    if cfg.mode == 'adv_test':
+        from model.adversarial import adversarial_test
+        return adversarial_test(runner)
     from model.export import export
     return export(runner)
 
