@@ -28,7 +28,6 @@ import tensorflow as tf
 from model import nets
 from model.maml import MAML
 
-N_EXPORT_SAMPLES = 10   # noisy support feature sets per snapshot in --mode export
 
 
 class MetaDropout(MAML):
@@ -53,6 +52,8 @@ class MetaDropout(MAML):
             phi['dense_w'] = tf.Variable(dense_init([net.feature_dim, 1], dtype), name='dense_w')
             phi['dense_b'] = tf.Variable(nets.zeros([1], dtype), name='dense_b')
         self.phi = phi
+        # The noise source: standard normal draws of a shape (tests swap in fixed draws).
+        self.noise = lambda shape, dtype: tf.random.normal(shape, dtype=dtype)
 
     @property
     def outer_variables(self):
@@ -73,7 +74,7 @@ class MetaDropout(MAML):
 
         def hook(h, mu, l):
             alpha = tf.nn.conv2d(h, phi[f'conv{l}_w'], stride, 'SAME') + phi[f'conb{l}_b']
-            z = alpha + tf.random.normal(tf.shape(alpha), dtype=alpha.dtype) if sample else alpha
+            z = alpha + self.noise(tf.shape(alpha), alpha.dtype) if sample else alpha
             out = mu * tf.nn.softplus(z)
             if record is not None:
                 record[l] = out
@@ -88,7 +89,7 @@ class MetaDropout(MAML):
         logits = self.net.head(feats, params)
         if sample and not self.maml:
             sigma = tf.nn.softplus(tf.matmul(feats, self.phi['dense_w']) + self.phi['dense_b'])
-            logits = logits + sigma * tf.random.normal(tf.shape(logits), dtype=logits.dtype)
+            logits = logits + sigma * self.noise(tf.shape(logits), logits.dtype)
         return logits
 
     def inner_loss(self, params, x, y, training=True):
