@@ -1,0 +1,72 @@
+"""Every main.py command of every runfile parses and validates with this project's flags, and
+the Meta-Dropout runfiles carry the originals' values."""
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+import main
+
+RUNFILES = sorted((Path(__file__).resolve().parents[1] / 'runfiles').glob('*.sh'))
+
+
+def commands(path):
+    text = path.read_text()
+    # Expand the simple variables the runfiles use to their defaults.
+    env = {m.group(1): m.group(2) for m in re.finditer(r'^(\w+)=\$\{\w+:-([^}]*)\}', text, re.M)}
+    env.update({m.group(1): m.group(2).strip('"') for m in
+                re.finditer(r'^(\w+)="([^"]*)"$', text, re.M)})
+    out = []
+    for line in text.splitlines():
+        if line.startswith('python main.py'):
+            for _ in range(3):
+                line = re.sub(r'\$\{?(\w+)(?::-([^}]*))?\}?',
+                              lambda m: env.get(m.group(1), m.group(2) or 'X'), line)
+            out.append(shlex.split(line.replace('"X"', ''))[2:])
+    return out
+
+
+@pytest.mark.parametrize('path', [p for p in RUNFILES if p.name not in (
+    'metadrop_omni_small.sh',)], ids=lambda p: p.name)
+def test_runfile_commands_validate(path):
+    cmds = commands(path)
+    assert cmds, f'{path.name} runs no main.py command'
+    for argv in cmds:
+        argv = [a for a in argv if a != 'X']
+        main.parse_config(argv)
+
+
+def flags_of(name):
+    cmds = commands(RUNFILES[0].parent / name)
+    out = []
+    for c in cmds:
+        c = [x for x in c if x != 'X']
+        d = {}
+        for i, tok in enumerate(c):
+            if tok.startswith('--'):
+                nxt = c[i + 1] if i + 1 < len(c) else '--'
+                d[tok] = True if nxt.startswith('--') else nxt
+        out.append(d)
+    return out
+
+
+@pytest.mark.parametrize('name,train,test', [
+    ('metadrop_omni_1shot.sh', dict(metabatch='8', inner_lr='0.1', meta_lr='3e-4', shot='1',
+                                    n_train_iters='40000'), dict(metabatch='1', n_test_mc_samp='30')),
+    ('metadrop_omni_5shot.sh', dict(metabatch='6', inner_lr='0.4', meta_lr='1e-3', shot='5',
+                                    n_train_iters='40000'), dict(metabatch='1', n_test_mc_samp='30')),
+    ('metadrop_mimg_1shot.sh', dict(metabatch='4', inner_lr='0.01', meta_lr='1e-4', way='5',
+                                    n_train_iters='60000'), dict(metabatch='1', n_test_mc_samp='30')),
+    ('maml_mimg_5shot.sh', dict(metabatch='4', inner_lr='0.01', meta_lr='1e-4', shot='5'),
+     dict(metabatch='5', n_test_mc_samp='1')),
+])
+def test_metadrop_runfiles_use_the_originals_values(name, train, test):
+    tr, te = flags_of(name)
+    assert tr['--mode'] == 'meta_train' and te['--mode'] == 'meta_test'
+    for k, v in train.items():
+        assert tr[f'--{k}'] == v, k
+    for k, v in test.items():
+        assert te[f'--{k}'] == v, k
+    assert tr['--query'] == '15' and tr['--n_steps'] == '5'
+    assert tr['--model'] == ('maml' if name.startswith('maml') else 'metadrop')
