@@ -43,7 +43,7 @@ def peak_rss_mb():
 
 
 # ---- our side (runs in a worker process) ------------------------------------------------
-def worker(name, model_name, windows, window_steps, test_batches):
+def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1):
     import types
     import numpy as np
     import main  # sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported, as a run does
@@ -51,10 +51,14 @@ def worker(name, model_name, windows, window_steps, test_batches):
     from model import build_model, optim, steps
 
     c = CONFIGS[name]
-    model_name = 'fomaml' if c['first_order'] else model_name
+    if c['first_order']:
+        if model_name not in ('maml', 'fomaml'):
+            raise SystemExit(f'{name} is a first-order MAML configuration; run it with --model maml')
+        model_name = 'fomaml'
     cfg = types.SimpleNamespace(model=model_name, backbone='conv4', n_channel=c['n_channel'],
                                 inner_lr=c['inner_lr'], n_steps=c['n_steps'], n_test_steps=None,
-                                alpha_init=None, inner_loss='mean')
+                                alpha_init=None, inner_loss='mean', n_test_mc_samp=mc_samples,
+                                maml=False)
     tf.random.set_seed(0)
     model = build_model(cfg, c['way'], c['image'])
     opt = optim.Adam(model.outer_variables, 1e-3)
@@ -134,6 +138,7 @@ def reference(name, ref_path, iters, test_episodes, threads):
 
 def run_worker(name, args):
     cmd = [sys.executable, '-m', 'benchmarks.throughput', '--worker', name, '--model', args.model,
+           '--mc_samples', str(args.mc_samples),
            '--windows', str(args.windows), '--window_steps', str(args.window_steps),
            '--test_batches', str(args.test_batches)]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)
@@ -168,8 +173,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--configs', default=','.join(CONFIGS),
                    help=f'comma-separated, from: {", ".join(CONFIGS)}')
-    p.add_argument('--model', default='maml', choices=['maml', 'fomaml', 'metasgd'],
-                   help='our method for the second-order configurations (the *_fo ones use fomaml)')
+    p.add_argument('--model', default='maml', choices=['maml', 'fomaml', 'metasgd', 'metadrop'],
+                   help='our method (the *_fo configurations turn maml into fomaml); the PyTorch '
+                        'reference is MAML, so it runs only for the MAML family')
+    p.add_argument('--mc_samples', type=int, default=1,
+                   help='--model metadrop: MC samples of the inner loss at meta-test (the '
+                        'runfiles use 30)')
     p.add_argument('--windows', type=int, default=5, help='timed windows (median reported)')
     p.add_argument('--window_steps', type=int, default=3, help='steps per timed window')
     p.add_argument('--test_batches', type=int, default=5, help='meta-test metabatches timed')
@@ -185,7 +194,8 @@ def main(argv=None):
 
     if args.worker:
         print('RESULT ' + json.dumps(worker(args.worker, args.model, args.windows,
-                                            args.window_steps, args.test_batches)))
+                                            args.window_steps, args.test_batches,
+                                            args.mc_samples)))
         return 0
 
     names = [n.strip() for n in args.configs.split(',') if n.strip()]
@@ -195,6 +205,10 @@ def main(argv=None):
     have_ref = not args.no_reference
     if have_ref and importlib.util.find_spec('torch') is None:
         print('reference skipped: PyTorch is not installed (pip install torch==2.13.0)')
+        have_ref = False
+    if have_ref and args.model == 'metadrop':
+        print('reference skipped: the PyTorch reference is MAML; there is none for Meta-Dropout '
+              '(compare with a --model maml run of the same configuration)')
         have_ref = False
     if have_ref and not os.path.exists(args.reference):
         print(f'reference skipped: {args.reference} not found (pass --reference PATH)')
