@@ -95,7 +95,7 @@ class MetaDropout(MAML):
     def inner_loss(self, params, x, y, training=True):
         """Mean over MC samples of the support CE under fresh noise (drawn per call, i.e.
         per inner step): 1 sample at meta-train, n_test_mc_samp otherwise."""
-        n = 1 if training else self.n_test_mc_samp
+        n = 1 if training or self.maml else self.n_test_mc_samp   # --maml: no noise to average
         losses = [self.support_ce(self.forward(params, x, sample=True), y) for _ in range(n)]
         return losses[0] if n == 1 else tf.add_n(losses) / float(n)
 

@@ -618,13 +618,18 @@ class Runner:
         mean, ci = confidence_interval(100. * acc)
         result = f'accuracy : {mean:f} +- {ci:f}'
         self.log(result)
+        mc = None if getattr(self.model, 'maml', True) else self.model.n_test_mc_samp
         self.log(f'({len(acc)} episodes of {cfg.way}-way {cfg.shot}-shot, {cfg.query} queries '
-                 f'per class, {self.model.n_test_steps} inner steps, checkpoint '
+                 f'per class, {self.model.n_test_steps} inner steps'
+                 f'{f", {mc} MC samples per inner step" if mc else ""}, checkpoint '
                  f'{os.path.basename(ckpt)}, {time.time() - t0:.1f} secs)')
         record = dict(accuracy=mean, ci95=ci, n_episodes=int(len(acc)), cent=loss,
                       checkpoint=os.path.basename(ckpt), way=cfg.way, shot=cfg.shot,
                       query=cfg.query, n_test_steps=self.model.n_test_steps,
-                      dataset=self.dataset.description, batch_norm='transductive')
+                      dataset=self.dataset.description, batch_norm='transductive',
+                      model=cfg.model)
+        if mc:
+            record['n_test_mc_samp'] = mc
         with self.disk_errors():
             write_atomically(os.path.join(cfg.savedir, 'meta_test.log'), result)
             write_atomically(os.path.join(cfg.savedir, 'meta_test.json'),
