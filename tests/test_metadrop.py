@@ -245,6 +245,7 @@ def main_runner(argv):
     return main.run_mode(main.parse_config(argv))
 
 
+@pytest.mark.slow
 def test_metadrop_runs_end_to_end_and_exports(tmp_path):
     """meta_train -> meta_test (MC samples) -> export with htr_sample and stochastic.npz."""
     common = ['--model', 'metadrop', '--dataset', 'synthetic', '--data_root', str(tmp_path),
