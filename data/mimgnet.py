@@ -49,7 +49,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset
+from .datasets import DatasetError, FewShotDataset, open_npy_memmap
 from .episodes import ClassSplit
 
 log = logging.getLogger(__name__)
@@ -107,26 +107,7 @@ def npy_geometry(shape, per_class=METADROP_PER_CLASS):
 
 def _load_npy(path: Path):
     """The memory-mapped array of `path`, reshaped (a view) to [C, n, 84, 84, 3]."""
-    # Pickles (a renamed pickle, an object array) are never loaded: unpickling can run code.
-    try:
-        with open(path, 'rb') as f:
-            magic = f.read(6)
-        if magic != b'\x93NUMPY':
-            raise DatasetError(
-                f'{path} is not an .npy array file ({"it is empty" if not magic else "no npy signature"}: '
-                f'a truncated download, an HTML error page or a pickle, which is never loaded because '
-                f'unpickling can run code). Delete it and download it again') from None
-        arr = np.load(path, mmap_mode='r', allow_pickle=False)
-    except ValueError as e:
-        if 'pickle' in str(e) or 'Python objects' in str(e):
-            raise DatasetError(f'{path} holds Python objects that would need allow_pickle ({e}); they '
-                               f'are never loaded because unpickling can run code. Delete it and '
-                               f'download it again') from None
-        raise DatasetError(f'{path} is truncated or damaged ({e}); delete it and download it again') \
-            from None
-    except (OSError, EOFError) as e:
-        raise DatasetError(f'{path} is not a readable .npy file ({e}); delete it and download it '
-                           f'again') from None
+    arr = open_npy_memmap(path)   # never unpickles
     if arr.dtype.kind not in 'uif':
         raise DatasetError(f'{path} holds {arr.dtype} values; expected uint8 or float images')
     geometry = npy_geometry(arr.shape)

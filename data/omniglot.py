@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset
+from .datasets import DatasetError, FewShotDataset, open_npy_memmap
 from .episodes import ClassSplit
 
 IMAGE_SIZE = 28
@@ -339,24 +339,7 @@ def _split_characters(chars: Characters, test_alphabets, val_alphabets):
 # ----------------------------------------------------------------------------- npy (metadrop)
 
 def _load_npy(path: Path):
-    # Pickled content (a pickle renamed .npy, an object array) is never loaded: unpickling a
-    # file can run arbitrary code. Anything that is not a plain npy array is refused.
-    try:
-        with open(path, 'rb') as f:
-            magic = f.read(6)
-        if magic != b'\x93NUMPY':
-            raise DatasetError(f'{path} is not an .npy array file ({"it is empty" if not magic else "no npy signature"}; '
-                               f'a truncated download, an HTML error page or a pickle, which is never loaded '
-                               f'because unpickling can run code). Delete it and download it again') from None
-        arr = np.load(path, mmap_mode='r', allow_pickle=False)
-    except ValueError as e:
-        if 'pickle' in str(e) or 'Python objects' in str(e):
-            raise DatasetError(f'{path} holds Python objects that would need allow_pickle ({e}); they are never '
-                               f'loaded because unpickling can run code, and it is not a metadrop npy file. '
-                               f'Delete it and download it again') from None
-        raise DatasetError(f'{path} is truncated or damaged ({e}); delete it and download it again') from None
-    except (OSError, EOFError) as e:
-        raise DatasetError(f'{path} is not a readable .npy file ({e}); delete it and download it again') from None
+    arr = open_npy_memmap(path)   # never unpickles
     per_class = IMAGES_PER_CHARACTER * IMAGE_SIZE * IMAGE_SIZE
     if not isinstance(arr, np.ndarray) or arr.size == 0 or arr.size % per_class:
         raise DatasetError(f'{path} has shape {getattr(arr, "shape", "?")}, which does not reshape to '
