@@ -47,34 +47,45 @@ OMNIGLOT_BASE_URL = 'https://github.com/brendenlake/omniglot/raw/master/python'
 METADROP_DRAWERS, METADROP_PIXELS, METADROP_ROTATIONS = 20, 28 * 28, 4
 
 
-def check_metadrop_npy(path):
-    """Deletes `path` and raises DownloadError unless it reads as [N, 20, 784], N % 4 == 0.
-
-    The stored shape of the Dropbox files is not documented (metadrop reshapes after
-    loading), so any shape with that many elements per class is accepted."""
+def _check_npy(path, what, problem_of):
+    """Deletes `path` and raises DownloadError unless it is a plain npy array for which
+    problem_of(array) returns None (else the reason); the array is only memory-mapped."""
     import numpy as np
     try:
         arr = np.load(path, mmap_mode='r', allow_pickle=False)
         if not isinstance(arr, np.ndarray):  # an .npz archive
             arr.close()
             raise ValueError('it is an .npz archive, not a single array')
-        shape = arr.shape
-        per_class = METADROP_DRAWERS * METADROP_PIXELS
-        n = arr.size // per_class if arr.size % per_class == 0 else None
-        problem = None
-        if n is None or n == 0 or n % METADROP_ROTATIONS:
-            problem = (f'it holds an array of shape {shape}, which cannot be read as '
-                       f'[N, {METADROP_DRAWERS}, {METADROP_PIXELS}] with N a positive multiple '
-                       f'of {METADROP_ROTATIONS} (classes x rotations)')
+        problem = problem_of(arr)
         del arr
     except (ValueError, OSError, EOFError) as exc:
         problem = f'numpy cannot read it as an array ({exc})'
     if problem is not None:
         os.remove(path)
-        raise DownloadError(f'{path} is not a usable metadrop data file: {problem}. It was '
-                            'deleted; rerun to download it again, and if this repeats the '
-                            'source is serving a different file.')
-    log.info('%s: %d classes x %d drawers x %d pixels.', path, n, METADROP_DRAWERS,
+        raise DownloadError(f'{path} is not a usable {what}: {problem}. It was deleted; rerun '
+                            'to download it again, and if this repeats the source is serving a '
+                            'different file.')
+
+
+def check_metadrop_npy(path):
+    """Deletes `path` and raises DownloadError unless it reads as [N, 20, 784], N % 4 == 0.
+
+    The stored shape of the Dropbox files is not documented (metadrop reshapes after
+    loading), so any shape with that many elements per class is accepted."""
+    per_class = METADROP_DRAWERS * METADROP_PIXELS
+    found = {}
+
+    def problem_of(arr):
+        n = arr.size // per_class if arr.size % per_class == 0 else None
+        if n is None or n == 0 or n % METADROP_ROTATIONS:
+            return (f'it holds an array of shape {arr.shape}, which cannot be read as '
+                    f'[N, {METADROP_DRAWERS}, {METADROP_PIXELS}] with N a positive multiple '
+                    f'of {METADROP_ROTATIONS} (classes x rotations)')
+        found['n'] = n
+        return None
+
+    _check_npy(path, 'metadrop data file', problem_of)
+    log.info('%s: %d classes x %d drawers x %d pixels.', path, found['n'], METADROP_DRAWERS,
              METADROP_PIXELS)
 
 
@@ -112,33 +123,24 @@ def check_mimgnet_npy(path, n_classes):
 
     As for Omniglot the stored shape is undocumented; any shape the reader (data.mimgnet)
     understands is accepted if it gives n_classes classes of 600 images of 84*84*3 values."""
-    import numpy as np
     from data.mimgnet import npy_geometry
-    try:
-        arr = np.load(path, mmap_mode='r', allow_pickle=False)
-        if not isinstance(arr, np.ndarray):  # an .npz archive
-            arr.close()
-            raise ValueError('it is an .npz archive, not a single array')
-        shape, dtype = arr.shape, arr.dtype
-        del arr
-        geometry = npy_geometry(shape)
-        problem = None
-        if dtype.kind not in 'uif':
-            problem = f'it holds {dtype} values, not images'
-        elif isinstance(geometry, str) or geometry != (n_classes, MIMGNET_PER_CLASS):
+    found = {}
+
+    def problem_of(arr):
+        found['dtype'] = arr.dtype
+        if arr.dtype.kind not in 'uif':
+            return f'it holds {arr.dtype} values, not images'
+        geometry = npy_geometry(arr.shape)
+        if isinstance(geometry, str) or geometry != (n_classes, MIMGNET_PER_CLASS):
             why = geometry if isinstance(geometry, str) else f'{geometry[0]} classes x {geometry[1]} images'
-            problem = (f'it holds an array of shape {shape} ({why}), which cannot be read as '
-                       f'[{n_classes}, {MIMGNET_PER_CLASS}, {MIMGNET_PIXELS}] (classes x images x '
-                       '84*84*3 values) as metadrop reads it')
-    except (ValueError, OSError, EOFError) as exc:
-        problem = f'numpy cannot read it as an array ({exc})'
-    if problem is not None:
-        os.remove(path)
-        raise DownloadError(f'{path} is not a usable metadrop miniImageNet file: {problem}. It was '
-                            'deleted; rerun to download it again, and if this repeats the '
-                            'source is serving a different file.')
+            return (f'it holds an array of shape {arr.shape} ({why}), which cannot be read as '
+                    f'[{n_classes}, {MIMGNET_PER_CLASS}, {MIMGNET_PIXELS}] (classes x images x '
+                    '84*84*3 values) as metadrop reads it')
+        return None
+
+    _check_npy(path, 'metadrop miniImageNet file', problem_of)
     log.info('%s: %d classes x %d images x %d values (%s).', path, n_classes, MIMGNET_PER_CLASS,
-             MIMGNET_PIXELS, dtype)
+             MIMGNET_PIXELS, found['dtype'])
 
 
 def check_ravi_csv(path, n_classes):

@@ -58,10 +58,8 @@ class MetaDropout(MAML):
     @property
     def outer_variables(self):
         """theta and BN shifts; plus phi unless --maml (the original's 'phi' not in v.name)."""
-        vs = list(self.net.theta.values()) + list(self.net.bn_beta.values())
-        if not self.maml:
-            vs += list(self.phi.values())
-        return vs
+        vs = super().outer_variables
+        return vs if self.maml else vs + list(self.phi.values())
 
     # ---- the stochastic forward ----------------------------------------------------
     def noise_hook(self, sample, record=None):
