@@ -64,6 +64,7 @@ _READERS = {
     'folder': ('folder', 'load'),
     'synthetic': ('synthetic', 'load'),
     'mimgnet': ('mimgnet', 'load'),
+    'tiered': ('tiered', 'load'),
 }
 
 KNOWN_DATASETS = tuple(_READERS)

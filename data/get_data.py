@@ -5,6 +5,8 @@
     python -m data.get_data --dataset omniglot --small
     python data/get_data.py --dataset mimgnet                      # metadrop's train/test.npy
     python data/get_data.py --dataset mimgnet --source csv [--images_dir DIR]  # Ravi csvs + cache
+    python data/get_data.py --dataset tiered                       # MetaOptNet's npz tar + cache
+    python data/get_data.py --dataset tiered --source ren          # Ren et al.'s PNG pickles
 
 Like metadrop's get_data.py the files land in ./data/<dataset>/ by default and transfers
 show a tqdm bar; unlike it, transfers resume after an interruption, are retried, and are
@@ -191,6 +193,132 @@ def preprocess_mimgnet_csv(dataset_dir, paths, force, images_dir=None):
     return ', '.join(os.path.basename(p) for p in built)
 
 
+# tieredImageNet (Ren et al. 2018): 351/97/160 classes of 84x84 images. Both archives are only
+# published on Google Drive. The drive.usercontent.google.com address with confirm=t is meant
+# to skip the page Drive shows instead of files too large for its virus scan; if Drive serves
+# a web page anyway, check_tiered_archive says how to fetch the tar by hand.
+TIERED_SPLITS = ('train', 'val', 'test')
+# The tar linked from MetaOptNet's README (kjunelee/MetaOptNet) and from Meta-Baseline's, whose
+# materials/tiered-imagenet folder is what PyTorch-MAML reads: {split}_images.npz + _labels.pkl.
+TIERED_METAOPTNET_DRIVE_ID = '1nVGCTd9ttULRXFezh4xILQ9lUkg0WZCG'
+# Ren et al.'s original tar (renmengye/few-shot-ssl-public, learn2learn): {split}_images_png.pkl.
+TIERED_REN_DRIVE_ID = '1g1aIDy2Ar_MViF2gDXFYDBTR-HYecV07'
+
+
+def _drive_tar(name, drive_id):
+    """The RemoteFile of a tar published on Google Drive (no checksum: it is checked to be a tar)."""
+    return RemoteFile(name, name + '.tar',
+                      f'https://drive.usercontent.google.com/download?id={drive_id}&export=download'
+                      '&confirm=t',
+                      check=functools.partial(check_tiered_archive, drive_id=drive_id))
+
+
+def check_tiered_archive(path, drive_id):
+    """Deletes `path` and raises DownloadError unless it is a tar archive. Google Drive answers
+    with a web page (quota exceeded, sign-in or confirmation) when it will not serve the file."""
+    import tarfile
+    try:
+        ok = tarfile.is_tarfile(path)
+    except OSError:
+        ok = False
+    if not ok:
+        with open(path, 'rb') as fh:
+            head = fh.read(512).lstrip().lower()
+        what = 'a web page' if head.startswith((b'<!doctype', b'<html')) else 'not a tar archive'
+        os.remove(path)
+        raise DownloadError(
+            f'{path} is {what}, not the tieredImageNet tar, so it was deleted. Google Drive sometimes '
+            f'refuses scripted downloads of large files (quota, sign-in). Download it in a browser from '
+            f'https://drive.google.com/file/d/{drive_id}/view, save it as {path} and rerun this command '
+            f'(a file already there is used as it is), or point --url_override at a mirror.')
+
+
+def _extract_tar(archive, dest):
+    """data.download.safe_extract for a tar archive. safe_extract asks zipfile first, and
+    zipfile.is_zipfile also says yes to a tar whose last member is a zip (an .npz): it finds
+    that member's end-of-directory record near the end. Such a tar is extracted here with
+    safe_extract's own member checks (nothing escaping dest, no links out, no devices)."""
+    import tarfile
+    from data.download import _check_members, _tar_members, safe_extract
+    if not (zipfile.is_zipfile(archive) and tarfile.is_tarfile(archive)):
+        return safe_extract(archive, dest)
+    try:
+        with tarfile.open(archive, 'r:*') as tf:
+            _check_members(_tar_members(tf), archive)
+            os.makedirs(dest, exist_ok=True)
+            tf.extractall(dest, **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))
+    except (tarfile.TarError, EOFError) as exc:
+        raise DownloadError(f'{archive} is corrupted or unsafe ({type(exc).__name__}: {exc}); delete '
+                            'it and download it again.', kind='archive') from None
+
+
+def _unpack_tiered(dataset_dir, archive, names):
+    """Extracts `archive` (refusing unsafe members) into a staging folder of dataset_dir and
+    moves the files `names` (found anywhere in it) into dataset_dir; returns their paths.
+    The staging folder, with anything else the archive held, is removed."""
+    import shutil
+    staging = os.path.join(dataset_dir, '.unpacking')
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _extract_tar(archive, staging)
+        found = {}
+        for top, _, files in os.walk(staging):
+            for name in files:
+                if name in names:
+                    found.setdefault(name, []).append(os.path.join(top, name))
+        missing = [n for n in names if n not in found]
+        twice = [n for n, where in found.items() if len(where) > 1]
+        if missing or twice:
+            raise DownloadError(
+                f'{archive} does not hold the expected tieredImageNet files: '
+                + (f'missing {", ".join(missing)}' if missing else f'{", ".join(twice)} more than once')
+                + '. Delete it and download it again, or check that --source matches the archive '
+                '(metaoptnet: *_images.npz, ren: *_images_png.pkl).', kind='archive')
+        for name in names:
+            os.replace(found[name][0], os.path.join(dataset_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [os.path.join(dataset_dir, n) for n in names]
+
+
+def _tiered_caches(dataset_dir, force):
+    from data.datasets import DatasetError
+    from data.tiered import build_cache
+    try:
+        built = build_cache(dataset_dir, force=force)
+    except (DatasetError, OSError) as exc:
+        raise DownloadError(f'Preprocessing tieredImageNet in {dataset_dir} failed: {exc}') from None
+    return ', '.join(os.path.basename(p) for p in built)
+
+
+def preprocess_tiered(dataset_dir, paths, force):
+    """Unpacks {split}_images.npz + {split}_labels.pkl from the tar, then builds the caches."""
+    names = [f'{w}_{kind}' for w in TIERED_SPLITS for kind in ('images.npz', 'labels.pkl')]
+    if force or not all(os.path.isfile(os.path.join(dataset_dir, n)) for n in names):
+        _unpack_tiered(dataset_dir, paths[0], names)
+    return _tiered_caches(dataset_dir, force)
+
+
+def preprocess_tiered_ren(dataset_dir, paths, force):
+    """Unpacks Ren et al.'s {split}_images_png.pkl + {split}_labels.pkl, decodes the PNGs into
+    the npz layout ({split}_images.npz, BGR as the published npz), then builds the caches."""
+    from data.datasets import DatasetError
+    from data.tiered import png_pickle_to_npz
+    targets = [os.path.join(dataset_dir, f'{w}_{kind}') for w in TIERED_SPLITS
+               for kind in ('images.npz', 'labels.pkl')]
+    if force or not all(os.path.isfile(p) for p in targets):
+        names = [f'{w}_{kind}' for w in TIERED_SPLITS for kind in ('images_png.pkl', 'labels.pkl')]
+        _unpack_tiered(dataset_dir, paths[0], names)
+        for w in TIERED_SPLITS:
+            png = os.path.join(dataset_dir, f'{w}_images_png.pkl')
+            try:
+                png_pickle_to_npz(png, os.path.join(dataset_dir, f'{w}_images.npz'))
+            except DatasetError as exc:
+                raise DownloadError(f'Converting {png} failed: {exc}') from None
+            os.remove(png)
+    return _tiered_caches(dataset_dir, force)
+
+
 DATASETS = {
     'omniglot': Dataset(
         default_source='official',
@@ -249,6 +377,22 @@ DATASETS = {
                     RemoteFile(which, f'{which}.csv', f'{RAVI_CSV_BASE_URL}/{which}.csv',
                                check=functools.partial(check_ravi_csv, n_classes=n))
                     for which, n in RAVI_CSV_CLASSES.items())),
+        }),
+    'tiered': Dataset(
+        default_source='metaoptnet',
+        sources={
+            'metaoptnet': Source(
+                description="tieredImageNet as MetaOptNet/FEAT/PyTorch-MAML use it ({split}_images.npz "
+                            '+ {split}_labels.pkl; Google Drive, no published checksum, so the file is '
+                            'checked to be a tar), unpacked and cached as cache_*.npy',
+                preprocess=preprocess_tiered,
+                files=(_drive_tar('tiered_imagenet', TIERED_METAOPTNET_DRIVE_ID),)),
+            'ren': Source(
+                description="Ren et al.'s original tieredImageNet tar ({split}_images_png.pkl + "
+                            '{split}_labels.pkl; Google Drive), PNGs decoded into the npz layout, '
+                            'then cached',
+                preprocess=preprocess_tiered_ren,
+                files=(_drive_tar('tiered-imagenet', TIERED_REN_DRIVE_ID),)),
         }),
 }
 

@@ -1,0 +1,561 @@
+"""tieredImageNet reader (Ren et al. 2018) in the npz layout of MetaOptNet / PyTorch-MAML / FEAT.
+
+tieredImageNet holds 608 ImageNet classes grouped into 34 high-level categories; the split
+is by category, so the 351 training, 97 validation and 160 test classes come from disjoint
+groups. Files, under <data_root>/tiered/ (or <data_root>/tiered-imagenet/ when only that
+folder exists, or the folder given as `tiered_dir`):
+
+  {split}_images.npz  for split in train, val, test; the member 'images' is a uint8 array
+                      [N, 84, 84, 3]. Its channels are in BGR order (OpenCV's, which Ren et
+                      al.'s tools use); PyTorch-MAML reverses the channel axis when reading,
+                      and so do we, so images come out RGB, read as x / 255.
+  {split}_labels.pkl  a pickled dict; 'label_specific' (accepted alias: 'labels') gives the
+                      fine class of every image, an integer array or list [N]. The optional
+                      'label_specific_str' (class names, e.g. WordNet ids) names the classes;
+                      'label_general' / 'label_general_str' (the 34 categories) are not used.
+
+`python data/get_data.py --dataset tiered` fetches and unpacks these files (see there).
+
+Pickles are refused unless they hold plain data: unpickling can run arbitrary code, so the
+labels (and, in get_data's --source ren conversion, the PNG lists) are read with a
+restricted unpickler whose find_class only hands out what numpy arrays and builtin
+containers need (numpy's array/dtype/scalar reconstructors, dict, list, tuple, set, str,
+bytes, int, float, bool, complex, and _codecs.encode, which protocol-2 pickles use for
+bytes). A pickle that asks for anything else (os.system, a class of some module, ...) is
+refused with a DatasetError before that object is created. Python 2 pickles are read
+with encoding='latin1', which is what numpy needs for arrays pickled by Python 2.
+
+Memory: the training images alone are ~9.5 GB of uint8, so nothing is loaded into RAM.
+The first load of a split writes cache_{split}.npy beside the files, uint8 [N, 84, 84, 3]
+in RGB order with the images sorted by class (stable, so a class keeps file order). It is
+written chunk by chunk into an np.lib.format.open_memmap temporary file and renamed into
+place once complete. The npz member is streamed: a stored (uncompressed) member, as
+np.savez writes it, is memory-mapped at its offset inside the zip; a compressed one
+(np.savez_compressed) is decompressed in chunks. A small cache_{split}_index.npz records
+the class ids, names, offsets and counts, and the size and mtime of both source files; a
+source that changed rebuilds the cache, and `build_cache(..., force=True)` (get_data.py
+--force) rebuilds it regardless. Each class is then a memory-mapped slice of the cache, so
+an episode reads only its own images. Once the caches exist the npz/pkl files may be
+deleted to save space: a cache whose sources are gone is used as it is.
+
+A split whose class count differs from 351 / 97 / 160 is used as found, with a warning
+and a note in the description (tests use tiny splits).
+"""
+import io
+import logging
+import os
+import pickle
+import struct
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .datasets import DatasetError, FewShotDataset, open_npy_memmap
+from .episodes import ClassSplit
+from .mimgnet import _stat_signature, _writable
+
+log = logging.getLogger(__name__)
+
+SPLITS = ('train', 'val', 'test')
+EXPECTED_CLASSES = {'train': 351, 'val': 97, 'test': 160}
+IMAGE_SHAPE = (84, 84, 3)
+IMAGE_BYTES = 84 * 84 * 3
+DIR_NAMES = ('tiered', 'tiered-imagenet')
+IMAGES_MEMBER = 'images.npy'
+CACHE_VERSION = 1
+CHUNK = 1024        # images per read/write while building a cache (~21 MB)
+
+_BUILTINS = frozenset({'dict', 'list', 'tuple', 'set', 'frozenset', 'str', 'bytes', 'bytearray',
+                       'int', 'float', 'bool', 'complex'})
+_NUMPY_MULTIARRAY = frozenset({'_reconstruct', 'scalar'})
+# module -> names a plain-data pickle may refer to. Both numpy 1 (numpy.core) and numpy 2
+# (numpy._core) spellings; _frombuffer is what protocol 5 uses for arrays.
+SAFE_GLOBALS = {
+    'builtins': _BUILTINS,
+    '__builtin__': _BUILTINS,                 # Python 2 pickles
+    'numpy': frozenset({'ndarray', 'dtype'}),
+    'numpy.core.multiarray': _NUMPY_MULTIARRAY,
+    'numpy._core.multiarray': _NUMPY_MULTIARRAY,
+    'numpy.core.numeric': frozenset({'_frombuffer'}),
+    'numpy._core.numeric': frozenset({'_frombuffer'}),
+    '_codecs': frozenset({'encode'}),         # bytes in protocol-2 pickles written by Python 3
+}
+
+
+def get_data_command(data_root, source=None):
+    extra = f' --source {source}' if source else ''
+    return f'python data/get_data.py --dataset tiered{extra} --data_root {data_root}'
+
+
+# ----------------------------------------------------------------------------- restricted pickles
+
+class _Refused(Exception):
+    pass
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if name in SAFE_GLOBALS.get(module, ()):
+            return super().find_class(module, name)
+        raise _Refused(f'{module}.{name}')
+
+
+def load_plain_pickle(path):
+    """The object pickled in `path`, if it is made only of numpy arrays and builtin data.
+
+    Raises DatasetError, having created nothing else, when the pickle refers to any other
+    global (a function such as os.system, a class of some module): such a file could run
+    code when unpickled, so it is refused. Also for unreadable or truncated files."""
+    path = Path(path)
+    try:
+        with open(path, 'rb') as f:
+            return _PlainDataUnpickler(f, encoding='latin1').load()
+    except _Refused as e:
+        raise DatasetError(
+            f'{path} is refused: the pickle holds objects other than numpy arrays and plain '
+            f'Python data (it asks for {e}), and unpickling it could run code. Use the '
+            f'published tieredImageNet files; delete this one and download it again') from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            ImportError, IndexError, KeyError, MemoryError) as e:
+        raise DatasetError(f'{path} is not a readable pickle ({type(e).__name__}: {e}); it is '
+                           f'truncated or damaged: delete it and download it again') from None
+    except OSError as e:
+        raise DatasetError(f'cannot read {path} ({e})') from None
+
+
+# ----------------------------------------------------------------------------- labels
+
+class Labels(NamedTuple):
+    labels: np.ndarray   # int64 [N], the fine class of each image
+    names: dict          # class id -> name, when the file names the classes
+
+
+def read_labels(path):
+    """The per-image fine classes of a {split}_labels.pkl (restricted unpickling)."""
+    path = Path(path)
+    obj = load_plain_pickle(path)
+    if not isinstance(obj, dict):
+        raise DatasetError(f'{path} holds a {type(obj).__name__}, not the dict with '
+                           f"'label_specific' (or 'labels') that tieredImageNet label files hold")
+    key = next((k for k in ('label_specific', 'labels') if k in obj), None)
+    if key is None:
+        raise DatasetError(f"{path} has no 'label_specific' (or 'labels') entry; its keys are "
+                           f'{", ".join(sorted(map(str, obj))) or "(none)"}')
+    try:
+        labels = np.asarray(obj[key])
+    except (ValueError, TypeError) as e:
+        raise DatasetError(f'{path}: {key!r} is not an array of class ids ({e})') from None
+    if labels.ndim != 1 or labels.size == 0 or labels.dtype.kind not in 'iu':
+        raise DatasetError(f'{path}: {key!r} must be a non-empty 1-D list of integer class ids, '
+                           f'got {labels.dtype} values of shape {labels.shape}')
+    labels = labels.astype(np.int64)
+    return Labels(labels, _class_names(obj.get('label_specific_str'), labels))
+
+
+def _class_names(strs, labels):
+    """{class id: name} from label_specific_str: one name per class id (indexed by id, as Ren
+    et al.'s files) or one per image; {} when it is absent or fits neither."""
+    if strs is None:
+        return {}
+    strs = [s.decode('latin1') if isinstance(s, bytes) else str(s) for s in np.asarray(strs).ravel()]
+    classes, first = np.unique(labels, return_index=True)
+    if len(strs) == len(labels):
+        return {int(c): strs[i] for c, i in zip(classes, first)}
+    if classes.min() >= 0 and len(strs) > classes.max():
+        return {int(c): strs[c] for c in classes}
+    log.info('label_specific_str has %d entries for %d images / %d classes; classes are unnamed',
+             len(strs), len(labels), len(classes))
+    return {}
+
+
+# ----------------------------------------------------------------------------- npz images
+
+class NpzImages:
+    """The 'images' member of an npz file, read in order without loading it whole.
+
+    A stored member is memory-mapped at its offset in the zip; a deflated one is
+    decompressed as a stream. `read(i0, i1)` returns images i0..i1-1 (uint8, as stored);
+    with a deflated member, calls must go forward without gaps."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DatasetError(f'{self.path} is not a readable npz (zip) file ({e}); it is truncated '
+                               f'or damaged: delete it and download it again') from None
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self):
+        try:
+            info = self._zip.getinfo(IMAGES_MEMBER)
+        except KeyError:
+            keys = [n[:-4] if n.endswith('.npy') else n for n in self._zip.namelist()]
+            raise DatasetError(f"{self.path} has no 'images' array (it holds: "
+                               f'{", ".join(keys) or "nothing"})') from None
+        self.stored = info.compress_type == zipfile.ZIP_STORED
+        stream = self._zip.open(info)
+        try:
+            shape, header_len = self._header(stream)
+        except BaseException:
+            stream.close()
+            raise
+        self.shape = shape
+        self.n = shape[0]
+        if self.stored:
+            stream.close()
+            self._stream = None
+            with open(self.path, 'rb') as f:        # the member's data start after its local header
+                f.seek(info.header_offset)
+                local = f.read(30)
+            if len(local) != 30 or local[:4] != b'PK\x03\x04':
+                raise DatasetError(f'{self.path} is damaged (no zip entry where its directory says '
+                                   f"'images' is); delete it and download it again")
+            name_len, extra_len = struct.unpack('<HH', local[26:30])
+            offset = info.header_offset + 30 + name_len + extra_len + header_len
+            if offset + self.n * IMAGE_BYTES > self.path.stat().st_size:
+                raise DatasetError(f'{self.path} is truncated (its images end past the end of the '
+                                   f'file); delete it and download it again')
+            self._array = np.memmap(self.path, dtype=np.uint8, mode='r', offset=offset,
+                                    shape=shape) if self.n else np.zeros(shape, np.uint8)
+        else:
+            self._stream = stream
+            self._array = None
+        self._next = 0
+
+    def _header(self, stream):
+        fmt = np.lib.format
+        try:
+            version = fmt.read_magic(stream)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(stream)
+            else:
+                raise ValueError(f'npy format version {version} is not supported')
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise DatasetError(f"the 'images' array of {self.path} is not a readable npy array ({e}); "
+                               f'delete the file and download it again') from None
+        header_len = stream.tell()
+        if dtype.hasobject:
+            raise DatasetError(f"the 'images' array of {self.path} holds Python objects, which are "
+                               f'never loaded (unpickling can run code); expected uint8 images')
+        if dtype != np.uint8 or len(shape) != 4 or tuple(shape[1:]) != IMAGE_SHAPE:
+            raise DatasetError(f"the 'images' array of {self.path} is {dtype} {tuple(shape)}; "
+                               f'tieredImageNet images must be uint8 [N, 84, 84, 3]')
+        if fortran and shape[0] > 1:
+            raise DatasetError(f"the 'images' array of {self.path} is stored in Fortran order, which "
+                               f'cannot be read image by image; rewrite it in C order '
+                               f'(np.savez(path, images=np.ascontiguousarray(images)))')
+        return tuple(int(s) for s in shape), header_len
+
+    def read(self, i0, i1):
+        if self._array is not None:
+            return np.asarray(self._array[i0:i1])
+        if i0 != self._next:
+            raise ValueError(f'a compressed member is read in order: expected {self._next}, got {i0}')
+        want = (i1 - i0) * IMAGE_BYTES
+        try:
+            data = self._stream.read(want)      # ZipExtFile.read(n) returns n bytes unless at the end
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:   # CRC, zlib errors
+            raise DatasetError(f'{self.path} is damaged ({type(e).__name__}: {e}); delete it and '
+                               f'download it again') from None
+        if len(data) < want:
+            raise DatasetError(f'{self.path} is truncated: its images end after '
+                               f'{i0 + len(data) // IMAGE_BYTES} of {self.n}; delete it and download it again')
+        self._next = i1
+        return np.frombuffer(data, np.uint8).reshape((i1 - i0,) + IMAGE_SHAPE)
+
+    def close(self):
+        stream = getattr(self, '_stream', None)
+        if stream is not None:
+            stream.close()
+        self._array = None
+        self._zip.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ----------------------------------------------------------------------------- cache
+
+def resolve_dir(data_root, tiered_dir=None) -> Path:
+    """The folder holding the files: `tiered_dir`, else <data_root>/tiered, else
+    <data_root>/tiered-imagenet when only that exists."""
+    if tiered_dir is not None:
+        return Path(tiered_dir)
+    candidates = [Path(data_root) / name for name in DIR_NAMES]
+    return next((d for d in candidates if d.is_dir()), candidates[0])
+
+
+def source_paths(tiered_dir, which):
+    d = Path(tiered_dir)
+    return d / f'{which}_images.npz', d / f'{which}_labels.pkl'
+
+
+def cache_paths(tiered_dir, which):
+    d = Path(tiered_dir)
+    return d / f'cache_{which}.npy', d / f'cache_{which}_index.npz'
+
+
+def _signature(which, tiered_dir):
+    """[sizes], [mtimes] of the split's two source files."""
+    stats = [_stat_signature(p) for p in source_paths(tiered_dir, which)]
+    return [s['size'] for s in stats], [s['mtime_ns'] for s in stats]
+
+
+class Cache(NamedTuple):
+    images: np.ndarray   # uint8 memmap [N, 84, 84, 3], RGB, class-sorted
+    classes: np.ndarray  # int64 [C] class ids (label_specific values)
+    offsets: np.ndarray  # int64 [C]
+    counts: np.ndarray   # int64 [C]
+    names: list          # C class names
+    sizes: list          # source sizes and mtimes when the cache was built
+    mtimes: list
+
+
+def open_cache(tiered_dir, which):
+    """The Cache of a split if cache_{split}.npy and its index are complete and agree, else None."""
+    npy, index = cache_paths(tiered_dir, which)
+    if not (npy.is_file() and index.is_file()):
+        return None
+    try:
+        with np.load(index, allow_pickle=False) as z:
+            meta = {k: z[k] for k in z.files}
+        arr = open_npy_memmap(npy)
+        counts, offsets = meta['counts'].astype(np.int64), meta['offsets'].astype(np.int64)
+        ok = (int(meta['version']) == CACHE_VERSION and arr.dtype == np.uint8
+              and arr.shape == (int(counts.sum()),) + IMAGE_SHAPE and arr.flags.c_contiguous
+              and len(counts) == len(offsets) == len(meta['classes']) == len(meta['names'])
+              and len(counts) > 0 and counts.min() > 0
+              and (offsets == np.concatenate([[0], np.cumsum(counts)[:-1]])).all())
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, DatasetError):
+        return None
+    if not ok:
+        return None
+    return Cache(arr, meta['classes'].astype(np.int64), offsets, counts,
+                 [str(n) for n in meta['names']], meta['sizes'].tolist(), meta['mtimes'].tolist())
+
+
+def _atomic_savez(path: Path, **arrays):
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _build(tiered_dir, which, progress=True):
+    """Writes cache_{split}.npy (class-sorted, RGB) and its index from the split's files."""
+    tiered_dir = Path(tiered_dir)
+    images_path, labels_path = source_paths(tiered_dir, which)
+    sizes, mtimes = _signature(which, tiered_dir)     # before reading: a change meanwhile rebuilds
+    labels, names = read_labels(labels_path)
+    npy, index = cache_paths(tiered_dir, which)
+    tmp = None
+    with NpzImages(images_path) as src:
+        if src.n != len(labels):
+            raise DatasetError(f'{images_path} holds {src.n} images but {labels_path} labels '
+                               f'{len(labels)}; the two files must belong together (download both again)')
+        classes, counts = np.unique(labels, return_counts=True)
+        order = np.argsort(labels, kind='stable')    # class-sorted position -> source index
+        dest = np.empty_like(order)
+        dest[order] = np.arange(len(order))            # source index -> class-sorted position
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f'.{npy.name}.', suffix='.tmp', dir=tiered_dir)
+            os.close(fd)
+            out = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(src.n,) + IMAGE_SHAPE)
+            with tqdm(total=src.n, desc=f'tieredImageNet {which}: writing {npy.name}', unit='img',
+                      disable=not progress, dynamic_ncols=True) as bar:
+                for i0 in range(0, src.n, CHUNK):
+                    i1 = min(src.n, i0 + CHUNK)
+                    rgb = src.read(i0, i1)[..., ::-1]     # BGR files -> RGB, as PyTorch-MAML reads them
+                    d = dest[i0:i1]
+                    if d[-1] - d[0] == i1 - i0 - 1 and (np.diff(d) == 1).all():
+                        out[d[0]:d[-1] + 1] = rgb         # already in class order: one slice
+                    else:
+                        out[d] = rgb
+                    bar.update(i1 - i0)
+            out.flush()
+            del out
+            if index.exists():
+                index.unlink()        # never an old index vouching for a new array
+            os.replace(tmp, npy)
+            tmp = None
+        finally:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+    _atomic_savez(index, version=np.int64(CACHE_VERSION), classes=classes.astype(np.int64),
+                  offsets=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64),
+                  counts=counts.astype(np.int64),
+                  names=np.array([names.get(int(c), f'{which}/class{int(c):03d}') for c in classes]),
+                  sizes=np.array(sizes, np.int64), mtimes=np.array(mtimes, np.int64))
+    cache = open_cache(tiered_dir, which)
+    if cache is None:  # pragma: no cover - just written
+        raise DatasetError(f'the cache {npy} could not be read back after writing it; delete it and retry')
+    return cache
+
+
+def _up_to_date(cache, which, tiered_dir):
+    return cache is not None and [cache.sizes, cache.mtimes] == list(_signature(which, tiered_dir))
+
+
+def build_cache(tiered_dir, force=False, progress=True):
+    """Writes cache_{train,val,test}.npy (+ index) from the npz/pkl files in `tiered_dir`;
+    up-to-date caches are kept unless `force`. Returns the cache paths."""
+    tiered_dir = Path(tiered_dir)
+    missing = [str(p) for w in SPLITS for p in source_paths(tiered_dir, w) if not p.is_file()]
+    if missing:
+        raise DatasetError(f'tieredImageNet files missing: {", ".join(missing)}')
+    if not _writable(tiered_dir):
+        raise DatasetError(f'cannot write the caches into {tiered_dir}: the folder is not writable')
+    paths = []
+    for which in SPLITS:
+        if force or not _up_to_date(open_cache(tiered_dir, which), which, tiered_dir):
+            _build(tiered_dir, which, progress)
+        paths.append(cache_paths(tiered_dir, which)[0])
+    return paths
+
+
+# ----------------------------------------------------------------------------- Ren et al.'s PNG pickles
+
+def _png_bytes(item, index, path):
+    if isinstance(item, str):          # a Python 2 str, read back through latin1
+        return item.encode('latin1')
+    if isinstance(item, (bytes, bytearray)):
+        return bytes(item)
+    if isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 1:
+        return item.tobytes()          # cv2.imencode's output
+    raise DatasetError(f'{path}: entry {index} is a {type(item).__name__}, not PNG-encoded bytes')
+
+
+def png_pickle_to_npz(png_pkl, npz_path, progress=True):
+    """Converts Ren et al.'s {split}_images_png.pkl (a pickled list of PNG-encoded images,
+    read with the restricted unpickler) into {split}_images.npz, uncompressed as np.savez.
+
+    The npz layout stores BGR (readers reverse the channels); PIL decodes PNGs to RGB, so
+    the channels are reversed when writing and the reader's reversal gives the original
+    RGB back. Images are decoded and written in chunks straight into the zip member; the
+    PNG list itself must fit in memory (the training list is most of the 12.9 GB archive).
+    Returns the number of images."""
+    png_pkl, npz_path = Path(png_pkl), Path(npz_path)
+    pngs = load_plain_pickle(png_pkl)
+    if not isinstance(pngs, (list, tuple)) or not pngs:
+        raise DatasetError(f'{png_pkl} holds a {type(pngs).__name__}, not the non-empty list of '
+                           f'PNG images of Ren et al.\'s tieredImageNet files')
+    n = len(pngs)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{npz_path.name}.', suffix='.tmp', dir=npz_path.parent)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, 'w', compression=zipfile.ZIP_STORED, allowZip64=True) as zf, \
+                zf.open(IMAGES_MEMBER, 'w', force_zip64=True) as member, \
+                tqdm(total=n, desc=f'decoding {png_pkl.name}', unit='img', disable=not progress,
+                     dynamic_ncols=True) as bar:
+            np.lib.format.write_array_header_1_0(
+                member, {'descr': np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                         'fortran_order': False, 'shape': (n,) + IMAGE_SHAPE})
+            chunk = np.empty((CHUNK,) + IMAGE_SHAPE, np.uint8)
+            for i0 in range(0, n, CHUNK):
+                i1 = min(n, i0 + CHUNK)
+                for k in range(i0, i1):
+                    chunk[k - i0] = _decode_png(_png_bytes(pngs[k], k, png_pkl), k, png_pkl)
+                member.write(chunk[:i1 - i0, :, :, ::-1].tobytes())   # RGB -> BGR (the npz layout)
+                bar.update(i1 - i0)
+        os.replace(tmp, npz_path)
+        tmp = None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return n
+
+
+def _decode_png(data, index, path):
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            arr = np.asarray(im.convert('RGB'), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DatasetError(f'{path}: image {index} cannot be decoded ({type(e).__name__}: {e}); '
+                           f'the file is damaged: download it again') from None
+    if arr.shape != IMAGE_SHAPE:
+        raise DatasetError(f'{path}: image {index} is {arr.shape[1]}x{arr.shape[0]}, not 84x84 as in '
+                           f"Ren et al.'s tieredImageNet")
+    return arr
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def _split(cache, which):
+    classes = [cache.images[o:o + c] for o, c in zip(cache.offsets, cache.counts)]   # views
+    return ClassSplit(classes, names=cache.names, name=which, dataset='tiered')
+
+
+def load(data_root='./data', tiered_dir=None) -> FewShotDataset:
+    """Reads tieredImageNet from <data_root>/tiered (or <data_root>/tiered-imagenet), or from
+    `tiered_dir` when given; builds the class-sorted caches on first use (see the module doc)."""
+    d = resolve_dir(data_root, tiered_dir)
+    plan, missing = {}, []
+    for which in SPLITS:
+        sources = source_paths(d, which)
+        absent = [p for p in sources if not p.is_file()]
+        cache = open_cache(d, which)
+        if not absent:
+            plan[which] = cache if _up_to_date(cache, which, d) else None
+        elif cache is not None:
+            log.info('tieredImageNet %s: %s missing, using cache_%s.npy as it is', which,
+                     ', '.join(p.name for p in absent), which)
+            plan[which] = cache
+        else:
+            missing += absent
+    if missing:
+        looked = '' if tiered_dir is not None or d.is_dir() else \
+            f' (neither {Path(data_root) / DIR_NAMES[0]} nor {Path(data_root) / DIR_NAMES[1]} exists)'
+        raise DatasetError(
+            f'tieredImageNet files missing: {", ".join(str(p) for p in missing)}{looked}. Get them with: '
+            f'{get_data_command(data_root)} (they land in {Path(data_root) / DIR_NAMES[0]}; pass that '
+            f'folder as tiered_dir if you moved them)')
+    to_build = [w for w in SPLITS if plan[w] is None]
+    if to_build and not _writable(d):
+        raise DatasetError(f'{d} is not writable, so the caches for {", ".join(to_build)} cannot be '
+                           f'written (the training images do not fit in memory); copy or link the '
+                           f'files into a writable folder and pass it as tiered_dir')
+    splits, built = {}, []
+    for which in SPLITS:
+        cache = plan[which]
+        if cache is None:
+            cache = _build(d, which)
+            built.append(which)
+        splits[which] = _split(cache, which)
+    found = {w: splits[w].n_classes for w in SPLITS}
+    standard = found == EXPECTED_CLASSES
+    if not standard:
+        log.warning('tieredImageNet in %s has %s classes, not the standard train 351 / val 97 / '
+                    'test 160 of Ren et al.; using the splits as found', d,
+                    ' / '.join(f'{w} {found[w]}' for w in SPLITS))
+
+    def per_class(s):
+        lo, hi = int(s.counts.min()), int(s.counts.max())
+        return str(lo) if lo == hi else f'{lo}..{hi}'
+
+    tr, va, te = (splits[w] for w in SPLITS)
+    note = '' if standard else ' (not the standard 351/97/160 classes)'
+    desc = (f'tiered (tieredImageNet npz layout{note}, 84x84x3 uint8 BGR files read as RGB x/255, '
+            f'class-sorted memory-mapped caches{" built now for " + ", ".join(built) if built else ""}): '
+            f'train {tr.n_classes} / val {va.n_classes} / test {te.n_classes} classes, '
+            f'{per_class(tr)}/{per_class(va)}/{per_class(te)} images per class')
+    return FewShotDataset('tiered', tr, va, te, IMAGE_SHAPE, False, desc)
