@@ -18,7 +18,10 @@ from absl import flags
 MODES = ('meta_train', 'meta_test', 'export', 'adv_test')
 ATTACK_NORMS = ('l1', 'l2', 'linf')  # model/adversarial.py NORMS
 METHODS = ('maml', 'fomaml', 'metasgd', 'metadrop')
-DATASETS = ('omniglot', 'folder', 'synthetic', 'mimgnet')
+DATASETS = ('omniglot', 'folder', 'synthetic', 'mimgnet', 'tiered')
+BN_MODES = ('transductive', 'episodic', 'support')  # model/maml.py BN_MODES
+BACKBONES = ('conv4', 'maml_conv4', 'convnet4', 'wide_convnet4', 'resnet12', 'wide_resnet12',
+             'resnet18', 'wide_resnet18')  # model/nets.py BACKBONES
 
 FLAGS = flags.FLAGS
 # --- the original's flags (metadrop main.py), same names and defaults ---
@@ -54,7 +57,11 @@ flags.DEFINE_string('model', 'maml', f'Method: {", ".join(METHODS)} (maml: secon
 flags.DEFINE_string('backbone', 'conv4', 'conv4: metadrop Conv4 (stride-1 conv, BN shift '
                     'only, ReLU, max-pool; truncated-normal 0.02 init); maml_conv4: '
                     'cbfinn/maml Conv4 (Glorot init; stride-2 convs and a spatial mean on '
-                    '28x28 grey inputs, max-pool otherwise).')
+                    '28x28 grey inputs, max-pool otherwise); PyTorch-MAML encoders with '
+                    "torch's BN (gamma and beta as fast weights, eps 1e-5) and init: convnet4 "
+                    '(32 channels), wide_convnet4 (64), resnet12 (64-128-256-512), '
+                    'wide_resnet12 (64-160-320-640), resnet18 / wide_resnet18 (its 9-conv '
+                    'ResNet-18, shortcut stride fixed).')
 flags.DEFINE_integer('n_channel', None, 'Conv channels; default 64 on 28x28 grey inputs, '
                      '32 otherwise (the originals).')
 flags.DEFINE_integer('n_test_steps', None, 'Inner steps at validation/meta-test; default '
@@ -100,6 +107,56 @@ flags.DEFINE_boolean('progress', True, 'Show tqdm progress bars.')
 flags.DEFINE_integer('max_bad_steps', 10, 'Stop meta_train after this many consecutive '
                      'steps with a non-finite loss or meta-gradient (each such step is '
                      'skipped without touching the weights, and logged).')
+# --- PyTorch-MAML's extras (fidelity sheet section 10); the defaults keep the originals ---
+flags.DEFINE_enum('bn_mode', 'transductive', list(BN_MODES), 'Batch-norm statistics of the '
+                  'query forward: transductive = the query batch\'s own (the originals); '
+                  'episodic = per-episode running statistics tracked through the inner loop '
+                  '(inductive); support = the support set\'s statistics under the adapted '
+                  'weights (inductive). The inner loop always uses the support batch\'s.')
+flags.DEFINE_float('bn_momentum', 0.1, '--bn_mode episodic: running-average momentum '
+                   "(torch's 0.1; 1 = the last support forward's statistics).")
+flags.DEFINE_boolean('efficient', False, 'Gradient checkpointing of the inner loop '
+                     '(tf.recompute_grad per inner step): same meta-gradient, activation '
+                     'memory no longer grows with --n_steps, about one more forward per step.')
+flags.DEFINE_boolean('zero_head', False, 'Zero-initialised classifier head (PyTorch-MAML '
+                     'reset_classifier): the head is not meta-learned and every task starts '
+                     'from 0, so --way may differ between meta_train and meta_test.')
+flags.DEFINE_string('frozen', '', 'Comma-separated parameters left out of the inner loop '
+                    '(still meta-learned): substrings of parameter names such as bn, conv1, '
+                    'layer2, dense; encoder = all but the head; classifier = the head.')
+flags.DEFINE_float('inner_momentum', 0., 'Heavy-ball momentum of the inner SGD (PyTorch-MAML).')
+flags.DEFINE_float('inner_weight_decay', 0., 'L2 weight decay of the inner SGD (PyTorch-MAML).')
+flags.DEFINE_enum('optimizer', 'adam', ['adam', 'sgd'], 'Outer optimiser: adam (TF1 Adam, '
+                  'the originals) or sgd (with --momentum, torch semantics).')
+flags.DEFINE_float('momentum', 0.9, '--optimizer sgd: momentum (PyTorch-MAML fixes 0.9).')
+flags.DEFINE_float('weight_decay', 0., 'Outer L2 weight decay added to the meta-gradient '
+                   "(torch's coupled weight_decay; PyTorch-MAML templates: 5e-4).")
+flags.DEFINE_enum('lr_schedule', 'constant', ['constant', 'step', 'cosine'], 'Outer '
+                  'learning-rate schedule: step = x --lr_decay at each of --lr_milestones; '
+                  'cosine = meta_lr (1 + cos(pi i / T)) / 2, T = the last milestone or '
+                  '--n_train_iters.')
+flags.DEFINE_string('lr_milestones', '', 'Comma-separated iterations for --lr_schedule step '
+                    '(and the cosine period); PyTorch-MAML counts epochs of 200 iterations.')
+flags.DEFINE_float('lr_decay', 0.1, '--lr_schedule step: factor at each milestone.')
+flags.DEFINE_float('clip_norm', 0., 'Clip the meta-gradient to this global L2 norm (after '
+                   '--clip_value); 0 disables.')
+flags.DEFINE_string('normalization', 'none', 'Per-channel input normalisation inside the '
+                    'network: none (the originals), dataset (PyTorch-MAML\'s constants for '
+                    'mimgnet and tiered), or MEAN[,MEAN,MEAN]/STD[,STD,STD].')
+flags.DEFINE_string('augment', '', 'Comma-separated augmentations of the meta-train support '
+                    'images, drawn per image and per task: crop (pad --augment_pad, random '
+                    'crop), flip (horizontal), color (brightness/contrast/saturation '
+                    '--augment_jitter). Empty: none (the originals).')
+flags.DEFINE_integer('augment_pad', 8, '--augment crop: zero padding in pixels.')
+flags.DEFINE_float('augment_jitter', 0.4, '--augment color: jitter strength.')
+flags.DEFINE_boolean('augment_query', False, 'Augment the meta-train query images too.')
+flags.DEFINE_enum('distribute', 'none', ['none', 'mirrored', 'multi_worker'], 'Split the '
+                  'metabatch across devices: mirrored = tf.distribute.MirroredStrategy over '
+                  'the GPUs of this host (or --n_cpu_devices logical CPUs); multi_worker = '
+                  'MultiWorkerMirroredStrategy across the hosts listed in TF_CONFIG.')
+flags.DEFINE_integer('n_cpu_devices', 0, 'Split the CPU into this many logical devices (for '
+                     '--distribute mirrored on a machine without GPUs, e.g. to test); 0: '
+                     'leave it whole.')
 # --- --mode adv_test: PGD on the query set after adaptation (model/adversarial.py) ---
 flags.DEFINE_string('attacks', 'l1,l2,linf', 'adv_test: comma-separated PGD attacks, from '
                     'l1, l2, linf.')
@@ -121,6 +178,8 @@ POSITIVE_INTS = ('way', 'shot', 'query', 'metabatch', 'n_steps', 'n_test_mc_samp
                  'max_to_keep', 'max_bad_steps')
 OPTIONAL_POSITIVE_INTS = ('n_channel', 'image_size')   # None: the default
 POSITIVE_FLOATS = ('meta_lr', 'inner_lr')
+NON_NEGATIVE_FLOATS = ('inner_momentum', 'inner_weight_decay', 'momentum', 'weight_decay',
+                       'clip_norm', 'augment_jitter')
 
 
 def config_from_flags():
@@ -174,9 +233,61 @@ def validate(cfg):
         errors.append(f'--n_test_steps must be >= 0, got {cfg.n_test_steps}')
     if not cfg.savedir:
         errors.append('--savedir is required (the folder for checkpoints and logs)')
+    errors += validate_extras(cfg)
     errors += validate_adversarial(cfg)
     if errors:
         raise app.UsageError('; '.join(errors))
+
+
+def validate_extras(cfg):
+    """Messages for bad PyTorch-MAML-extra / distribution flags."""
+    errors = []
+    if cfg.backbone not in BACKBONES:
+        errors.append(f'--backbone {cfg.backbone!r} is not one of {", ".join(BACKBONES)}')
+    elif cfg.model == 'metadrop' and cfg.backbone not in ('conv4', 'maml_conv4'):
+        errors.append(f'--model metadrop perturbs the blocks of conv4 / maml_conv4; '
+                      f'--backbone {cfg.backbone} has no such blocks')
+    if cfg.backbone.startswith(('resnet', 'wide_resnet')) and cfg.n_channel is not None:
+        errors.append(f'--n_channel does not apply to --backbone {cfg.backbone} (its widths '
+                      'are fixed; wide_resnet* are the wide ones)')
+    for n in NON_NEGATIVE_FLOATS:
+        value = getattr(cfg, n)
+        if not 0 <= value < math.inf:
+            errors.append(f'--{n} must be >= 0 and finite, got {value}')
+    if not 0 < cfg.bn_momentum <= 1:
+        errors.append(f'--bn_momentum must be in (0, 1], got {cfg.bn_momentum}')
+    if not 0 < cfg.lr_decay < math.inf:
+        errors.append(f'--lr_decay must be positive, got {cfg.lr_decay}')
+    try:
+        milestones = [int(m) for m in cfg.lr_milestones.split(',') if m.strip()]
+        if milestones != sorted(milestones) or any(m < 1 for m in milestones):
+            errors.append(f'--lr_milestones must be increasing positive iterations, got '
+                          f'{cfg.lr_milestones}')
+    except ValueError:
+        errors.append(f'--lr_milestones must be comma-separated integers, got '
+                      f'{cfg.lr_milestones!r}')
+        milestones = []
+    if cfg.lr_schedule == 'step' and not milestones:
+        errors.append('--lr_schedule step needs --lr_milestones (e.g. 24000,28000)')
+    if cfg.efficient and cfg.model == 'metadrop' and not cfg.maml:
+        errors.append('--efficient recomputes each inner step in the backward pass, which '
+                      "would redraw Meta-Dropout's noise; use it with the deterministic "
+                      'models (maml, fomaml, metasgd, or metadrop --maml)')
+    if cfg.augment_pad < 0:
+        errors.append(f'--augment_pad must be >= 0, got {cfg.augment_pad}')
+    try:
+        from data.augment import parse_augment
+        parse_augment(cfg.augment)
+    except ValueError as e:
+        errors.append(f'--augment: {e}')
+    try:
+        from data.augment import parse_normalization
+        parse_normalization(cfg.normalization, cfg.dataset)
+    except ValueError as e:
+        errors.append(str(e))
+    if cfg.n_cpu_devices < 0:
+        errors.append(f'--n_cpu_devices must be >= 0, got {cfg.n_cpu_devices}')
+    return errors
 
 
 def validate_adversarial(cfg):

@@ -193,3 +193,37 @@ class EpisodeAugmenter:
         xs = self.images(episode.xs, rng)
         xq = self.images(episode.xq, rng) if self.query else episode.xq
         return Episode(xs, episode.ys, xq, episode.yq)
+
+
+# PyTorch-MAML's per-channel normalisation constants (datasets/mini_imagenet.py,
+# tiered_imagenet.py), for --normalization dataset.
+DATASET_NORMALIZATION = {
+    'mimgnet': ((0.471, 0.450, 0.403), (0.278, 0.268, 0.284)),
+    'tiered': ((0.478, 0.456, 0.410), (0.279, 0.274, 0.286)),
+}
+
+
+def parse_normalization(value, dataset):
+    """--normalization: 'none' -> None; 'dataset' -> PyTorch-MAML's constants of that
+    dataset; 'M[,M,M]/S[,S,S]' -> (means, stds). The network applies (x - mean) / std."""
+    value = (value or 'none').strip()
+    if value == 'none':
+        return None
+    if value == 'dataset':
+        if dataset not in DATASET_NORMALIZATION:
+            raise ValueError(f'--normalization dataset: no constants known for --dataset '
+                             f'{dataset} (known: {", ".join(DATASET_NORMALIZATION)}); give '
+                             'them as --normalization MEAN[,MEAN,MEAN]/STD[,STD,STD]')
+        return DATASET_NORMALIZATION[dataset]
+    try:
+        mean, std = value.split('/')
+        mean = tuple(float(v) for v in mean.split(','))
+        std = tuple(float(v) for v in std.split(','))
+    except ValueError:
+        raise ValueError(f'--normalization {value!r}: use none, dataset, or '
+                         'MEAN[,MEAN,MEAN]/STD[,STD,STD], e.g. 0.5,0.5,0.5/0.25,0.25,0.25') \
+            from None
+    if len(mean) != len(std) or len(mean) not in (1, 3) or min(std) <= 0:
+        raise ValueError(f'--normalization {value!r}: give 1 or 3 means and as many '
+                         'positive stds')
+    return mean, std

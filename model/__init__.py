@@ -9,24 +9,72 @@ import os
 # turn it off.
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 
+from data.augment import parse_normalization
 from model import maml as _maml
 from model import metadrop as _metadrop
 from model import nets as _nets
 
 
+def input_normalization(cfg):
+    """--normalization -> None or (means, stds) (data/augment.py parse_normalization)."""
+    return parse_normalization(getattr(cfg, 'normalization', 'none'), cfg.dataset)
+
+
+FROZEN_ALIASES = {'encoder': lambda k: k not in _nets.HEAD_KEYS,
+                  'classifier': lambda k: k in _nets.HEAD_KEYS,
+                  'head': lambda k: k in _nets.HEAD_KEYS}
+
+
+def resolve_frozen(patterns, names):
+    """PyTorch-MAML's `frozen` list: each entry selects the parameters whose name contains
+    it ('bn', 'conv1', 'layer2'); 'encoder' is everything but the head, 'classifier' (or
+    'head') the head. An entry that selects nothing is an error (a typo would otherwise
+    silently freeze nothing)."""
+    frozen = []
+    for pattern in patterns:
+        match = FROZEN_ALIASES.get(pattern, lambda k, p=pattern: p in k)
+        hits = [k for k in names if match(k)]
+        if not hits:
+            raise ValueError(f'--frozen {pattern!r} matches no parameter; the parameters are '
+                             f'{", ".join(names)} (or use encoder / classifier)')
+        frozen += [k for k in hits if k not in frozen]
+    return tuple(frozen)
+
+
+def _split(value):
+    return [v.strip() for v in (value or '').split(',') if v.strip()]
+
+
+def _backbone(cfg, way, image_shape):
+    return _nets.build_backbone(cfg.backbone, way, image_shape, cfg.n_channel,
+                                zero_head=getattr(cfg, 'zero_head', False),
+                                input_norm=input_normalization(cfg))
+
+
+def _options(cfg, net):
+    """The inner-loop and batch-norm options every MAML-family method takes."""
+    return dict(inner_loss=cfg.inner_loss,
+                bn_mode=getattr(cfg, 'bn_mode', 'transductive'),
+                bn_momentum=getattr(cfg, 'bn_momentum', 0.1),
+                frozen=resolve_frozen(_split(getattr(cfg, 'frozen', '')), list(net.param_shapes())),
+                inner_momentum=getattr(cfg, 'inner_momentum', 0.),
+                inner_weight_decay=getattr(cfg, 'inner_weight_decay', 0.),
+                efficient=getattr(cfg, 'efficient', False))
+
+
 def _build_maml_family(cfg, way, image_shape, first_order=False, meta_sgd=False):
-    net = _nets.build_backbone(cfg.backbone, way, image_shape, cfg.n_channel)
+    net = _backbone(cfg, way, image_shape)
     return _maml.MAML(net, inner_lr=cfg.inner_lr, n_steps=cfg.n_steps,
                       n_test_steps=cfg.n_test_steps, first_order=first_order,
-                      meta_sgd=meta_sgd, alpha_init=cfg.alpha_init, inner_loss=cfg.inner_loss)
+                      meta_sgd=meta_sgd, alpha_init=cfg.alpha_init, **_options(cfg, net))
 
 
 def _build_metadrop(cfg, way, image_shape):
-    net = _nets.build_backbone(cfg.backbone, way, image_shape, cfg.n_channel)
+    net = _backbone(cfg, way, image_shape)
     return _metadrop.MetaDropout(net, inner_lr=cfg.inner_lr, n_steps=cfg.n_steps,
                                  n_test_steps=cfg.n_test_steps,
                                  n_test_mc_samp=cfg.n_test_mc_samp, maml=cfg.maml,
-                                 inner_loss=cfg.inner_loss)
+                                 **_options(cfg, net))
 
 
 MODELS = {

@@ -3,11 +3,11 @@
 Each meta-test task is adapted on its clean support set exactly as in meta_test
 (`model.adapt(xs, ys, training=False)`), then the adapted weights are frozen (constants) and
 the query images are attacked to maximise the mean query cross-entropy of
-`model.predict(fast, x)`. Clean and adversarial query accuracies are reported per attack.
+`model.query_logits(adapted, x)` (with the run's --bn_mode). Clean and adversarial query accuracies are reported per attack.
 
-What is attacked. Batch norm normalises the query batch with its own statistics
-(transductive, as the originals), so every prediction depends on the whole query batch: the
-attack perturbs the query batch jointly (one PGD per task, all query images at once), with
+What is attacked. With the default --bn_mode transductive, batch norm normalises the query
+batch with its own statistics (as the originals), so every prediction depends on the whole
+query batch: the attack perturbs the query batch jointly (one PGD per task, all query images at once), with
 a separate budget per image.
 
 PGD (Madry et al. 2018) under three norms, with per-example budgets `eps`:
@@ -286,11 +286,13 @@ def adversarial_eval_step(model, attacks, image_shape=None, clip=PIXEL_RANGE):
     def adv_step(xs, ys, xq, yq, seed):
         def task(args):
             xs_t, ys_t, xq_t, yq_t, t = args
-            fast, _ = model.adapt(xs_t, ys_t, training=False)
-            fast = type(fast)((k, tf.stop_gradient(v)) for k, v in fast.items())
+            adapted = model.adapt(xs_t, ys_t, training=False)
+            adapted = adapted._replace(**{
+                f: tf.nest.map_structure(tf.stop_gradient, getattr(adapted, f))
+                for f in ('params', 'running') if getattr(adapted, f) is not None})
 
             def logits_fn(x):
-                return model.predict(fast, x)
+                return model.query_logits(adapted, x)
 
             logits = logits_fn(xq_t)
             adv = []
@@ -379,7 +381,7 @@ def adversarial_test(runner):
                   n_episodes=int(len(clean)), cent=float(np.mean(np.concatenate(losses))),
                   checkpoint=os.path.basename(ckpt), way=cfg.way, shot=cfg.shot,
                   query=cfg.query, n_test_steps=runner.model.n_test_steps,
-                  dataset=runner.dataset.description, batch_norm='transductive',
+                  dataset=runner.dataset.description, batch_norm=runner.model.bn_mode,
                   attacked='query set after adaptation (fast weights fixed), whole query '
                            'batch jointly, per-example budgets',
                   pixel_range=list(PIXEL_RANGE), random_start=True,

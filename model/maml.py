@@ -13,13 +13,28 @@ the head, whose alpha is one column [F, 1] (and [1] for the bias) shared by all 
 in l2b's Meta-SGD, so the step is invariant to class permutation. Initialised to the
 constant `alpha_init` (default: inner_lr, so Meta-SGD starts where MAML starts; l2b uses
 0.01).
+
+Batch-norm modes (`bn_mode`, PyTorch-MAML's transductive and inductive settings). The
+support forwards of the inner loop always normalise with the support batch's statistics;
+the modes differ in the query forward:
+- 'transductive' (the originals, default): the query set is normalised with its own batch
+  statistics, so a query's prediction depends on the other queries.
+- 'episodic': per-episode running statistics. They start at mean 0, variance 1 for every
+  task, are updated after each support forward of the inner loop,
+  running <- (1 - m) running + m batch (m = bn_momentum, torch's 0.1; the variance is the
+  unbiased one, as torch keeps it), and normalise the queries (inductive). As in torch the
+  statistics are buffers: no gradient flows through them.
+- 'support': the queries are normalised with the support set's statistics under the
+  adapted weights (inductive; the gradient flows through those statistics).
 """
 import collections
+from typing import NamedTuple, Optional
 
 import sonnet as snt
 import tensorflow as tf
 
 from model import inner_loop
+from model import nets
 
 
 def cross_entropy(logits, labels):
@@ -32,11 +47,30 @@ def accuracy(logits, labels):
                                            labels), tf.float32))
 
 
+BN_MODES = ('transductive', 'episodic', 'support')
+
+
+class Adapted(NamedTuple):
+    """A task after its inner loop: the fast weights and what the query forward needs."""
+    params: collections.OrderedDict
+    losses: tf.Tensor                  # inner loss before each step [n_steps]
+    support: tf.Tensor                 # the support images (bn_mode 'support')
+    running: Optional[dict] = None     # layer -> (mean, var) (bn_mode 'episodic')
+
+
 class MAML(snt.Module):
-    """A method over a backbone: `task_loss(xs, ys, xq, yq, training)` -> (loss, acc)."""
+    """A method over a backbone: `task_loss(xs, ys, xq, yq, training)` -> (loss, acc).
+
+    Inner-loop options of PyTorch-MAML: `frozen` (parameter names kept at their initial
+    value during adaptation), `inner_momentum`, `inner_weight_decay`; `efficient`
+    recomputes each inner step in the backward pass (gradient checkpointing).
+    `bn_mode`: where the query forward takes its batch-norm statistics (module docstring).
+    """
 
     def __init__(self, net, inner_lr=0.1, n_steps=5, n_test_steps=None, first_order=False,
-                 meta_sgd=False, alpha_init=None, inner_loss='mean', name='maml'):
+                 meta_sgd=False, alpha_init=None, inner_loss='mean', bn_mode='transductive',
+                 bn_momentum=0.1, frozen=(), inner_momentum=0., inner_weight_decay=0.,
+                 efficient=False, name='maml'):
         super().__init__(name=name)
         self.net = net
         self.inner_lr = float(inner_lr)
@@ -46,25 +80,34 @@ class MAML(snt.Module):
         if inner_loss not in ('mean', 'maml_sum'):
             raise ValueError(f'inner_loss must be mean or maml_sum, got {inner_loss!r}')
         self.inner_loss_kind = inner_loss
+        if bn_mode not in BN_MODES:
+            raise ValueError(f'bn_mode must be one of {", ".join(BN_MODES)}, got {bn_mode!r}')
+        if not 0. < bn_momentum <= 1.:
+            raise ValueError(f'bn_momentum must be in (0, 1], got {bn_momentum}')
+        self.bn_mode = bn_mode
+        self.bn_momentum = float(bn_momentum)
+        self.frozen = tuple(frozen)
+        self.inner_momentum = float(inner_momentum)
+        self.inner_weight_decay = float(inner_weight_decay)
+        self.efficient = bool(efficient)
         self.alpha = None
         if meta_sgd:
             init = self.inner_lr if alpha_init is None else float(alpha_init)
             alpha = collections.OrderedDict()
             with self.name_scope:
-                for k, v in net.theta.items():
-                    shape = v.shape.as_list()
+                for k, shape in net.param_shapes().items():
                     if k == 'dense_w':
                         shape = [shape[0], 1]
                     elif k == 'dense_b':
                         shape = [1]
-                    alpha[k] = tf.Variable(tf.fill(shape, tf.constant(init, v.dtype)),
+                    alpha[k] = tf.Variable(tf.fill(shape, tf.constant(init, net.dtype)),
                                            name=f'alpha_{k}')
             self.alpha = alpha
 
     @property
     def outer_variables(self):
         """Everything the outer optimiser updates: theta, BN shifts, and alphas."""
-        vs = list(self.net.theta.values()) + list(self.net.bn_beta.values())
+        vs = self.net.variables_to_meta_learn
         if self.alpha is not None:
             vs += list(self.alpha.values())
         return vs
@@ -82,28 +125,76 @@ class MAML(snt.Module):
                 labels=y, logits=logits)) / shot
         return cross_entropy(logits, y)
 
-    def inner_loss(self, params, x, y, training=True):
+    def inner_loss(self, params, x, y, training=True, norm=None):
         """The loss one inner step descends (stochastic methods draw their noise here)."""
-        return self.support_ce(self.net(x, params), y)
+        return self.support_ce(self.net(x, params, norm=norm), y)
 
     def features(self, params, x, sample=False):
         """Flattened backbone features with weights `params` (export's htr/hte)."""
         return self.net.features(x, params)
 
+    # ---- adaptation ------------------------------------------------------------------
+    stochastic_inner_loss = False   # a recomputed inner step must redo the same computation
+
+    def initial_running_stats(self):
+        return {name: (tf.zeros([c], self.net.dtype), tf.ones([c], self.net.dtype))
+                for name, c in self.net.bn_channels.items()}
+
+    def update_running_stats(self, running, record):
+        """torch's running-average update from the recorded batch statistics."""
+        m = self.bn_momentum
+        new = {}
+        for name, (mean, var) in running.items():
+            b_mean, b_var, n = (tf.stop_gradient(t) for t in record[name])
+            unbiased = b_var * n / tf.maximum(n - 1., 1.)
+            new[name] = ((1. - m) * mean + m * b_mean, (1. - m) * var + m * unbiased)
+        return new
+
     def adapt(self, xs, ys, training=True, n_steps=None):
-        """Fast weights for one task's support set (and the inner losses before each step)."""
+        """Fast weights for one task's support set, as an `Adapted`."""
         if n_steps is None:
             n_steps = self.n_steps if training else self.n_test_steps
-        return inner_loop.gradient_descent(
-            lambda p: self.inner_loss(p, xs, ys, training), self.net.theta, n_steps, self.step_size(),
-            first_order=self.first_order, unroll=training)
+        recompute = self.efficient and training
+        if recompute and self.stochastic_inner_loss:
+            raise ValueError('--efficient recomputes each inner step in the backward pass, '
+                             'which would redraw the noise of a stochastic inner loss '
+                             '(Meta-Dropout); use it without noise (--maml) or not at all')
+        options = dict(first_order=self.first_order, unroll=training, frozen=self.frozen,
+                       momentum=self.inner_momentum, weight_decay=self.inner_weight_decay,
+                       recompute=recompute)
+        start = self.net.initial_params()
+        if self.bn_mode == 'episodic':
+            def loss_fn(p, running):
+                record = {}
+                loss = self.inner_loss(p, xs, ys, training, norm=nets.BatchStats(record))
+                return loss, self.update_running_stats(running, record)
+            fast, losses, running = inner_loop.gradient_descent(
+                loss_fn, start, n_steps, self.step_size(), state=self.initial_running_stats(),
+                **options)
+            return Adapted(fast, losses, xs, running)
+        fast, losses = inner_loop.gradient_descent(
+            lambda p: self.inner_loss(p, xs, ys, training), start, n_steps, self.step_size(),
+            **options)
+        return Adapted(fast, losses, xs)
 
-    def predict(self, params, x):
-        """Query logits with (adapted) weights `params`: the deterministic forward that
-        scores a task after adaptation (and that export and the adversarial attacks use)."""
-        return self.net(x, params)
+    # ---- scoring ---------------------------------------------------------------------
+    def predict(self, params, x, norm=None):
+        """Logits with (adapted) weights `params`: the deterministic forward that scores a
+        task after adaptation (and that export and the adversarial attacks use)."""
+        return self.net(x, params, norm=norm)
+
+    def query_logits(self, adapted, x):
+        """Logits of query images x after adaptation, with the batch-norm mode's
+        statistics."""
+        if self.bn_mode == 'episodic':
+            return self.predict(adapted.params, x, norm=nets.GivenStats(adapted.running))
+        if self.bn_mode == 'support':
+            n = tf.shape(adapted.support)[0]
+            both = tf.concat([tf.reshape(adapted.support, [n, -1]),
+                              tf.reshape(x, [tf.shape(x)[0], -1])], 0)
+            return self.predict(adapted.params, both, norm=nets.ReferenceStats(n))[n:]
+        return self.predict(adapted.params, x)
 
     def task_loss(self, xs, ys, xq, yq, training=True):
-        fast, _ = self.adapt(xs, ys, training)
-        logits = self.predict(fast, xq)
+        logits = self.query_logits(self.adapt(xs, ys, training), xq)
         return cross_entropy(logits, yq), accuracy(logits, yq)

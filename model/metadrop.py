@@ -33,9 +33,13 @@ from model.maml import MAML
 class MetaDropout(MAML):
 
     def __init__(self, net, inner_lr=0.1, n_steps=5, n_test_steps=None, n_test_mc_samp=1,
-                 maml=False, first_order=False, inner_loss='mean', name='metadrop'):
+                 maml=False, name='metadrop', **options):
+        """options: MAML's (first_order, inner_loss, bn_mode, frozen, ...)."""
+        if not isinstance(net, nets.Conv4) or net.variant == 'pytorch':
+            raise ValueError('Meta-Dropout perturbs the blocks of the TF Conv4 backbones: use '
+                             '--backbone conv4 or maml_conv4')
         super().__init__(net, inner_lr=inner_lr, n_steps=n_steps, n_test_steps=n_test_steps,
-                         first_order=first_order, inner_loss=inner_loss, name=name)
+                         name=name, **options)
         self.maml = bool(maml)
         self.n_test_mc_samp = int(n_test_mc_samp)
         if self.n_test_mc_samp < 1:
@@ -82,21 +86,26 @@ class MetaDropout(MAML):
     def features(self, params, x, sample=False):
         return self.net.features(x, params, pre_bn=self.noise_hook(sample))
 
-    def forward(self, params, x, sample):
-        feats = self.features(params, x, sample)
+    @property
+    def stochastic_inner_loss(self):
+        return not self.maml
+
+    def forward(self, params, x, sample, norm=None):
+        feats = self.net.features(x, params, pre_bn=self.noise_hook(sample), norm=norm)
         logits = self.net.head(feats, params)
         if sample and not self.maml:
             sigma = tf.nn.softplus(tf.matmul(feats, self.phi['dense_w']) + self.phi['dense_b'])
             logits = logits + sigma * self.noise(tf.shape(logits), logits.dtype)
         return logits
 
-    def inner_loss(self, params, x, y, training=True):
+    def inner_loss(self, params, x, y, training=True, norm=None):
         """Mean over MC samples of the support CE under fresh noise (drawn per call, i.e.
         per inner step): 1 sample at meta-train, n_test_mc_samp otherwise."""
         n = 1 if training or self.maml else self.n_test_mc_samp   # --maml: no noise to average
-        losses = [self.support_ce(self.forward(params, x, sample=True), y) for _ in range(n)]
+        losses = [self.support_ce(self.forward(params, x, sample=True, norm=norm), y)
+                  for _ in range(n)]
         return losses[0] if n == 1 else tf.add_n(losses) / float(n)
 
-    def predict(self, params, x):
+    def predict(self, params, x, norm=None):
         """The query forward: no sampling, but the convs still use softplus(alpha)."""
-        return self.forward(params, x, sample=False)
+        return self.forward(params, x, sample=False, norm=norm)

@@ -7,15 +7,26 @@ tf.compat.v1.train.AdamOptimizer (used by cbfinn/maml, metadrop, l2b, LEO, MTL):
 Keras' Adam differs (epsilon 1e-7 and inside the bias correction), hence this module.
 Slots are created up front for a fixed variable list, so the whole state is a plain
 tf.Module that tf.train.Checkpoint saves and restores.
+
+PyTorch-MAML's outer options are here too: SGD with momentum (torch.optim.SGD: buf <-
+momentum buf + g, no dampening, buf starting at the first gradient), L2 weight decay added
+to the gradient (torch's coupled weight_decay, for SGD and Adam), step and cosine
+learning-rate schedules, and clipping by global norm next to clipping by value.
 """
+import math
+
 import tensorflow as tf
+
+OPTIMIZERS = ('adam', 'sgd')
+SCHEDULES = ('constant', 'step', 'cosine')
 
 
 class Adam(tf.Module):
     def __init__(self, variables, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8,
-                 name='adam'):
+                 weight_decay=0., name='adam'):
         super().__init__(name=name)
         self.variables_to_train = list(variables)
+        self.weight_decay = float(weight_decay)
         self.learning_rate = tf.Variable(learning_rate, dtype=tf.float32, trainable=False,
                                          name='learning_rate')
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
@@ -35,9 +46,81 @@ class Adam(tf.Module):
             if g is None:
                 continue
             g = tf.cast(g, var.dtype)
+            if self.weight_decay:
+                g = g + self.weight_decay * var
             m.assign(self.beta1 * m + (1. - self.beta1) * g)
             v.assign(self.beta2 * v + (1. - self.beta2) * tf.square(g))
             var.assign_sub(tf.cast(lr_t, var.dtype) * m / (tf.sqrt(v) + self.epsilon))
+
+
+class SGD(tf.Module):
+    """torch.optim.SGD with momentum and coupled weight decay (PyTorch-MAML's `sgd`)."""
+
+    def __init__(self, variables, learning_rate=1e-2, momentum=0.9, weight_decay=0.,
+                 name='sgd'):
+        super().__init__(name=name)
+        self.variables_to_train = list(variables)
+        self.learning_rate = tf.Variable(learning_rate, dtype=tf.float32, trainable=False,
+                                         name='learning_rate')
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+        with self.name_scope:
+            self.buf = [tf.Variable(tf.zeros_like(v), trainable=False, name='momentum')
+                        for v in self.variables_to_train]
+
+    def apply(self, grads):
+        first = tf.equal(self.step, 0)
+        self.step.assign_add(1)
+        for var, buf, g in zip(self.variables_to_train, self.buf, grads):
+            if g is None:
+                continue
+            g = tf.cast(g, var.dtype)
+            if self.weight_decay:
+                g = g + self.weight_decay * var
+            if self.momentum:
+                # torch starts the buffer at the first gradient (no dampening).
+                buf.assign(tf.where(first, g, self.momentum * buf + g))
+                g = buf
+            var.assign_sub(tf.cast(self.learning_rate, var.dtype) * g)
+
+
+def make_optimizer(name, variables, learning_rate, momentum=0.9, weight_decay=0.):
+    if name == 'adam':
+        return Adam(variables, learning_rate, weight_decay=weight_decay)
+    if name == 'sgd':
+        return SGD(variables, learning_rate, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f'unknown optimizer {name!r}; choose one of {", ".join(OPTIMIZERS)}')
+
+
+def learning_rate(schedule, base, iteration, milestones=(), decay=0.1, total=None):
+    """The learning rate at `iteration` (0-based):
+    constant: base;
+    step: base * decay^(number of milestones <= iteration) (torch MultiStepLR);
+    cosine: base * (1 + cos(pi * iteration / T)) / 2 with T the last milestone, else
+      `total` (torch CosineAnnealingLR with eta_min 0, in closed form)."""
+    if schedule == 'constant':
+        return base
+    if schedule == 'step':
+        return base * decay ** sum(1 for m in milestones if iteration >= m)
+    if schedule == 'cosine':
+        t_max = milestones[-1] if milestones else total
+        if not t_max:
+            raise ValueError('the cosine schedule needs a period: --lr_milestones or '
+                             '--n_train_iters')
+        return base * (1. + math.cos(math.pi * iteration / t_max)) / 2.
+    raise ValueError(f'unknown schedule {schedule!r}; choose one of {", ".join(SCHEDULES)}')
+
+
+def clip_by_global_norm(grads, clip):
+    """Rescales all gradients together so that their global L2 norm is at most `clip`
+    (torch.nn.utils.clip_grad_norm_); clip <= 0 disables it."""
+    if not clip or clip <= 0:
+        return list(grads)
+    present = [g for g in grads if g is not None]
+    clipped, _ = tf.clip_by_global_norm(present, clip)
+    it = iter(clipped)
+    return [None if g is None else next(it) for g in grads]
 
 
 def clip_by_value(grads, clip):

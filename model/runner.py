@@ -40,11 +40,13 @@ import signal
 import tempfile
 import threading
 import time
+import types
 
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from data.augment import EpisodeAugmenter, parse_augment
 from data.datasets import load_dataset
 from data.episodes import EpisodeSampler
 from model import build_model
@@ -54,7 +56,9 @@ from model import steps
 # Flags that change the model's variables or the method: a checkpoint is only valid for
 # the values it was trained with.
 STRUCTURAL_FLAGS = ('model', 'maml', 'backbone', 'n_channel', 'dataset', 'way', 'image_size',
-                    'channels')
+                    'channels', 'zero_head', 'normalization')
+# ... and for resuming meta_train only (the optimiser state is not restored at test).
+TRAIN_STRUCTURAL_FLAGS = ('optimizer',)
 
 
 CHECKPOINT_NAME = 'model'
@@ -76,6 +80,48 @@ class Interrupted(RunError):
 
 class NonFiniteError(RunError):
     """--max_bad_steps consecutive steps had a non-finite loss or meta-gradient."""
+
+
+def configure_cpu_devices(n):
+    """Splits the host CPU into n logical devices (before TensorFlow initialises them)."""
+    if n <= 1:
+        return
+    cpus = tf.config.list_physical_devices('CPU')
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
+    except RuntimeError:  # devices already initialised in this process
+        have = len(tf.config.list_logical_devices('CPU'))
+        if have != n:
+            raise RunError(f'--n_cpu_devices {n}: TensorFlow already runs with {have} CPU '
+                           'device(s) in this process; set it before anything else uses '
+                           'TensorFlow') from None
+
+
+def make_strategy(cfg):
+    """The tf.distribute strategy of --distribute (None: plain single-device code)."""
+    kind = getattr(cfg, 'distribute', 'none')
+    configure_cpu_devices(getattr(cfg, 'n_cpu_devices', 0))
+    if kind == 'none':
+        return None
+    if kind == 'mirrored':
+        if tf.config.list_logical_devices('GPU'):
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy(
+            [d.name for d in tf.config.list_logical_devices('CPU')])
+    if kind == 'multi_worker':
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise RunError(f'unknown --distribute {kind!r}; use none, mirrored or multi_worker')
+
+
+def worker_role(strategy):
+    """(is_chief, task id) of this process under MultiWorkerMirroredStrategy."""
+    resolver = getattr(strategy, 'cluster_resolver', None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True, 0
+    kind, task = resolver.task_type, resolver.task_id or 0
+    return kind == 'chief' or (kind == 'worker' and task == 0 and
+                               'chief' not in resolver.cluster_spec().as_dict()), task
 
 
 def episode_rng(seed, stream, *index):
@@ -103,6 +149,14 @@ def dataset_options(cfg):
     if cfg.dataset == 'synthetic':
         return dict(seed=cfg.data_seed)
     return {}
+
+
+def make_augmenter(cfg):
+    """--augment: the transformation of meta-train episodes (identity when empty)."""
+    return EpisodeAugmenter(parse_augment(getattr(cfg, 'augment', '')),
+                            pad=getattr(cfg, 'augment_pad', 8),
+                            jitter=getattr(cfg, 'augment_jitter', 0.4),
+                            query=getattr(cfg, 'augment_query', False))
 
 
 def prefetch(iterable, size=3):
@@ -180,24 +234,44 @@ def write_atomically(path, text):
 
 class Runner:
     def __init__(self, cfg, log=print):
+        self.strategy = make_strategy(cfg)
+        self.is_chief = True
+        if self.strategy is not None and getattr(cfg, 'distribute', '') == 'multi_worker':
+            self.is_chief, task = worker_role(self.strategy)
+            if not self.is_chief:
+                # Every worker saves (the checkpoint of a distributed run is written by
+                # all of them); the others keep theirs beside the chief's.
+                cfg = types.SimpleNamespace(**vars(cfg))
+                cfg.savedir = os.path.join(cfg.savedir, f'worker{task}')
+                cfg.progress = False
         self.cfg = cfg
         self.log = log
         self.check_savedir()
         self.dataset = load_dataset(cfg.dataset, cfg.data_root, **dataset_options(cfg))
+        self.augmenter = make_augmenter(cfg)
         tf.random.set_seed(cfg.seed)
-        self.model = build_model(cfg, cfg.way, self.dataset.image_shape)
-        self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name='iteration')
-        self.optimizer = optim.Adam(self.model.outer_variables, cfg.meta_lr)
-        # What a run needs to continue: restored with every object matched.
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                              iteration=self.iteration)
-        # What is written: the above plus the flags and the count of skipped steps, read
-        # back through tf.train.load_checkpoint (older checkpoints lack them).
+        with (self.strategy.scope() if self.strategy else contextlib.nullcontext()):
+            self.model = build_model(cfg, cfg.way, self.dataset.image_shape)
+            self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name='iteration')
+            self.optimizer = optim.make_optimizer(
+                getattr(cfg, 'optimizer', 'adam'), self.model.outer_variables, cfg.meta_lr,
+                momentum=getattr(cfg, 'momentum', 0.9),
+                weight_decay=getattr(cfg, 'weight_decay', 0.))
+        # What is written: model, optimiser, iteration, plus the flags and the count of
+        # skipped steps, read back through tf.train.load_checkpoint (older checkpoints lack
+        # them). Host-local, outside the strategy: collectives cannot broadcast strings.
         self.run_state = tf.Module(name='run')
         self.run_state.config = tf.Variable(json.dumps(self.config_dict(), sort_keys=True),
                                             dtype=tf.string, trainable=False, name='config')
         self.run_state.bad_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                                name='bad_steps')
+        # What a run needs to continue, restored with every object matched: meta_train
+        # needs the optimiser state too; the other modes only the model.
+        if getattr(cfg, 'mode', 'meta_train') == 'meta_train':
+            self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                                  iteration=self.iteration)
+        else:
+            self.checkpoint = tf.train.Checkpoint(model=self.model, iteration=self.iteration)
         self.saved = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                          iteration=self.iteration, run=self.run_state)
         self.last_checkpoint = None
@@ -288,8 +362,13 @@ class Runner:
             saved = self.saved_config()
         if not saved:
             return
-        diff = [f'--{k} {saved[k]!r} (saved) vs {getattr(self.cfg, k)!r} (now)'
-                for k in STRUCTURAL_FLAGS if k in saved and saved[k] != getattr(self.cfg, k)]
+        names = list(STRUCTURAL_FLAGS)
+        if getattr(self.cfg, 'mode', 'meta_train') == 'meta_train':
+            names += TRAIN_STRUCTURAL_FLAGS
+        if saved.get('zero_head') and getattr(self.cfg, 'zero_head', False):
+            names.remove('way')   # a zero head has no way-sized variables
+        diff = [f'--{k} {saved[k]!r} (saved) vs {getattr(self.cfg, k, None)!r} (now)'
+                for k in names if k in saved and saved[k] != getattr(self.cfg, k, None)]
         if diff:
             raise RunError(f'{self.cfg.savedir} holds a checkpoint of a different '
                            f'configuration: {"; ".join(diff)}. Use the saved values, or '
@@ -432,8 +511,9 @@ class Runner:
             cfg = self.cfg
             spec = steps.episode_spec(cfg.metabatch, cfg.way * cfg.shot, cfg.way * cfg.query,
                                       self.dataset.image_shape)
-            self._train_step = steps.make_train_step(self.model, self.optimizer,
-                                                     cfg.clip_value, spec, skip_nonfinite=True)
+            self._train_step = steps.make_train_step(
+                self.model, self.optimizer, cfg.clip_value, spec, skip_nonfinite=True,
+                clip_norm=getattr(cfg, 'clip_norm', 0.), strategy=self.strategy)
         return self._train_step
 
     @property
@@ -448,6 +528,13 @@ class Runner:
                               self.cfg.query, reuse_classes=self.cfg.reuse_task_classes)
 
     # ---- meta-train ----------------------------------------------------------------
+    def learning_rate(self, i):
+        """The outer learning rate of iteration i under --lr_schedule."""
+        cfg = self.cfg
+        milestones = [int(m) for m in getattr(cfg, 'lr_milestones', '').split(',') if m.strip()]
+        return optim.learning_rate(getattr(cfg, 'lr_schedule', 'constant'), cfg.meta_lr, i,
+                                   milestones, getattr(cfg, 'lr_decay', 0.1), cfg.n_train_iters)
+
     def evaluate(self, split, n_batches, stream, desc):
         """Mean query loss and per-episode accuracies over n_batches metabatches."""
         sampler = self.sampler(split)
@@ -523,9 +610,11 @@ class Runner:
                   f'--n_train_iters is {cfg.n_train_iters}; nothing to do')
             return
 
-        episodes = ((i, train_sampler.sample(episode_rng(cfg.seed, TRAIN_STREAM, i),
-                                             cfg.metabatch))
-                    for i in range(start, cfg.n_train_iters + 1))
+        def train_episode(i):
+            rng = episode_rng(cfg.seed, TRAIN_STREAM, i)
+            return self.augmenter(train_sampler.sample(rng, cfg.metabatch), rng)
+
+        episodes = ((i, train_episode(i)) for i in range(start, cfg.n_train_iters + 1))
         t0 = time.time()
         run_loss, run_acc, run_n = 0., 0., 0
         bad_in_a_row = 0
@@ -534,6 +623,8 @@ class Runner:
         try:
             with writer.as_default(), self.stop_on_signals():
                 for i, ep in prefetch(episodes):
+                    lr = self.learning_rate(i)
+                    self.optimizer.learning_rate.assign(lr)
                     loss, acc, applied = self.train_step(*ep)
                     bar.update(1)
                     if bool(applied):
@@ -565,11 +656,12 @@ class Runner:
                     if i % cfg.print_freq == 0:
                         mean_loss = run_loss / run_n if run_n else float('nan')
                         mean_acc = run_acc / run_n if run_n else float('nan')
-                        write(f'Iter {i} start, learning rate {cfg.meta_lr:f}', leading_blank=True)
+                        write(f'Iter {i} start, learning rate {lr:f}', leading_blank=True)
                         write(f'meta_train: episode {i * cfg.metabatch}, ({time.time() - t0:.3f} '
                               f'secs), cent {mean_loss:f}, acc {mean_acc:f}')
                         tf.summary.scalar('meta_train/cent', mean_loss, step=i)
                         tf.summary.scalar('meta_train/acc', mean_acc, step=i)
+                        tf.summary.scalar('meta_train/learning_rate', lr, step=i)
                         run_loss, run_acc, run_n = 0., 0., 0
                     if i % cfg.val_freq == 0 and self._stop_signal is None:
                         vloss, vacc = self.evaluate('val', cfg.n_val_batches, VAL_STREAM,
@@ -621,17 +713,22 @@ class Runner:
         mc = None if getattr(self.model, 'maml', True) else self.model.n_test_mc_samp
         self.log(f'({len(acc)} episodes of {cfg.way}-way {cfg.shot}-shot, {cfg.query} queries '
                  f'per class, {self.model.n_test_steps} inner steps'
-                 f'{f", {mc} MC samples per inner step" if mc else ""}, checkpoint '
-                 f'{os.path.basename(ckpt)}, {time.time() - t0:.1f} secs)')
+                 f'{f", {mc} MC samples per inner step" if mc else ""}, batch norm '
+                 f'{self.model.bn_mode}, checkpoint {os.path.basename(ckpt)}, '
+                 f'{time.time() - t0:.1f} secs)')
         record = dict(accuracy=mean, ci95=ci, n_episodes=int(len(acc)), cent=loss,
                       checkpoint=os.path.basename(ckpt), way=cfg.way, shot=cfg.shot,
                       query=cfg.query, n_test_steps=self.model.n_test_steps,
-                      dataset=self.dataset.description, batch_norm='transductive',
+                      dataset=self.dataset.description, batch_norm=self.model.bn_mode,
                       model=cfg.model)
         if mc:
             record['n_test_mc_samp'] = mc
+        # The original's file names for the original's (transductive) batch norm; another
+        # --bn_mode gets its own files, so both results of one checkpoint are kept.
+        stem = 'meta_test' if self.model.bn_mode == 'transductive' else \
+            f'meta_test_{self.model.bn_mode}'
         with self.disk_errors():
-            write_atomically(os.path.join(cfg.savedir, 'meta_test.log'), result)
-            write_atomically(os.path.join(cfg.savedir, 'meta_test.json'),
+            write_atomically(os.path.join(cfg.savedir, f'{stem}.log'), result)
+            write_atomically(os.path.join(cfg.savedir, f'{stem}.json'),
                              json.dumps(record, indent=1))
         return record

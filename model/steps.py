@@ -19,36 +19,79 @@ def episode_spec(n_tasks, n_support, n_query, image_shape):
             tf.TensorSpec([n_tasks, n_query], tf.int32)]
 
 
-def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True):
+def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True, clip_norm=0.,
+                    strategy=None):
     """(xs, ys, xq, yq) -> (mean query loss, per-task query accuracy [T], applied); updates
-    the model's outer variables with the clipped meta-gradient.
+    the model's outer variables with the clipped meta-gradient (by value, then by global
+    norm when clip_norm > 0).
 
     skip_nonfinite: the update runs (in a tf.cond, so nothing retraces) only when the loss
     and every meta-gradient entry are finite, checked before clipping (which would turn an
     Inf into a finite value); otherwise the weights and the optimizer state (moments, step
-    count) are left untouched. `applied` says which happened."""
+    count) are left untouched. `applied` says which happened.
+
+    strategy: a tf.distribute strategy whose scope created the variables. The T tasks are
+    split evenly across its replicas (replica r takes tasks r*T/R .. (r+1)*T/R - 1 of the
+    same metabatch), each replica differentiates the mean query loss of its tasks, and the
+    meta-gradients are averaged across replicas before the one update, so the result is the
+    single-device meta-gradient of the whole metabatch."""
     n_tasks = spec[0].shape[0]
     variables = model.outer_variables
 
-    @tf.function(input_signature=spec)
-    def train_step(xs, ys, xq, yq):
+    def tasks_and_gradient(xs, ys, xq, yq, n):
         with tf.GradientTape() as tape:
             outs = [model.task_loss(xs[t], ys[t], xq[t], yq[t], training=True)
-                    for t in range(n_tasks)]
+                    for t in range(n)]
             loss = tf.reduce_mean(tf.stack([o[0] for o in outs]))
         grads = tape.gradient(loss, variables)
+        return loss, tf.stack([o[1] for o in outs]), grads
 
+    def apply(loss, grads):
         def update():
-            optimizer.apply(optim.clip_by_value(grads, clip_value))
+            clipped = optim.clip_by_global_norm(optim.clip_by_value(grads, clip_value),
+                                                clip_norm)
+            optimizer.apply(clipped)
             return tf.constant(True)
 
         if skip_nonfinite:
             finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(x))
                                              for x in [loss, *grads] if x is not None]))
-            applied = tf.cond(finite, update, lambda: tf.constant(False))
-        else:
-            applied = update()
-        return loss, tf.stack([o[1] for o in outs]), applied
+            return tf.cond(finite, update, lambda: tf.constant(False))
+        return update()
+
+    if strategy is None:
+        @tf.function(input_signature=spec)
+        def train_step(xs, ys, xq, yq):
+            loss, acc, grads = tasks_and_gradient(xs, ys, xq, yq, n_tasks)
+            return loss, acc, apply(loss, grads)
+        return train_step
+
+    n_replicas = strategy.num_replicas_in_sync
+    if n_tasks % n_replicas:
+        raise ValueError(f'--metabatch {n_tasks} cannot be split evenly across '
+                         f'{n_replicas} replicas; use a multiple of {n_replicas}')
+    per_replica = n_tasks // n_replicas
+    mean = tf.distribute.ReduceOp.MEAN
+
+    def replica_fn(xs, ys, xq, yq):
+        ctx = tf.distribute.get_replica_context()
+        first = ctx.replica_id_in_sync_group * per_replica
+        mine = [t[first:first + per_replica] for t in (xs, ys, xq, yq)]
+        loss, acc, grads = tasks_and_gradient(*mine, per_replica)
+        present = [g for g in grads if g is not None]
+        reduced = iter(ctx.all_reduce(mean, present))
+        grads = [None if g is None else next(reduced) for g in grads]
+        return ctx.all_reduce(mean, loss), ctx.all_gather(acc, axis=0), grads
+
+    def local(value):
+        return strategy.experimental_local_results(value)[0]
+
+    @tf.function(input_signature=spec)
+    def train_step(xs, ys, xq, yq):
+        loss, acc, grads = strategy.run(replica_fn, args=(xs, ys, xq, yq))
+        loss, acc = local(loss), local(acc)
+        grads = [None if g is None else local(g) for g in grads]
+        return loss, acc, apply(loss, grads)
 
     return train_step
 
