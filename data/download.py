@@ -363,7 +363,12 @@ def safe_extract(archive_path, dest_dir):
     """
     archive_path = os.fspath(archive_path)
     dest_dir = os.fspath(dest_dir)
-    if zipfile.is_zipfile(archive_path):
+    with open(archive_path, 'rb') as f:
+        head = f.read(4)
+    # A zip starts with a local-file (or empty-archive) signature. zipfile.is_zipfile alone
+    # is not enough: it also accepts a tar whose last member is a zip (an .npz), whose
+    # end-of-directory record sits near the end of the tar.
+    if head in (b'PK\x03\x04', b'PK\x05\x06'):
         opener, kind = zipfile.ZipFile, 'zip'
     elif tarfile.is_tarfile(archive_path):
         opener, kind = (lambda p: tarfile.open(p, 'r:*')), 'tar'

@@ -28,7 +28,7 @@ if __package__ in (None, ''):
     sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != _here]
     sys.path.insert(0, os.path.dirname(_here))
 
-from data.download import DownloadError, download  # noqa: E402
+from data.download import DownloadError, download, safe_extract  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -233,25 +233,6 @@ def check_tiered_archive(path, drive_id):
             f'(a file already there is used as it is), or point --url_override at a mirror.')
 
 
-def _extract_tar(archive, dest):
-    """data.download.safe_extract for a tar archive. safe_extract asks zipfile first, and
-    zipfile.is_zipfile also says yes to a tar whose last member is a zip (an .npz): it finds
-    that member's end-of-directory record near the end. Such a tar is extracted here with
-    safe_extract's own member checks (nothing escaping dest, no links out, no devices)."""
-    import tarfile
-    from data.download import _check_members, _tar_members, safe_extract
-    if not (zipfile.is_zipfile(archive) and tarfile.is_tarfile(archive)):
-        return safe_extract(archive, dest)
-    try:
-        with tarfile.open(archive, 'r:*') as tf:
-            _check_members(_tar_members(tf), archive)
-            os.makedirs(dest, exist_ok=True)
-            tf.extractall(dest, **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))
-    except (tarfile.TarError, EOFError) as exc:
-        raise DownloadError(f'{archive} is corrupted or unsafe ({type(exc).__name__}: {exc}); delete '
-                            'it and download it again.', kind='archive') from None
-
-
 def _unpack_tiered(dataset_dir, archive, names):
     """Extracts `archive` (refusing unsafe members) into a staging folder of dataset_dir and
     moves the files `names` (found anywhere in it) into dataset_dir; returns their paths.
@@ -260,7 +241,7 @@ def _unpack_tiered(dataset_dir, archive, names):
     staging = os.path.join(dataset_dir, '.unpacking')
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        _extract_tar(archive, staging)
+        safe_extract(archive, staging)
         found = {}
         for top, _, files in os.walk(staging):
             for name in files:

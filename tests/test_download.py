@@ -409,3 +409,30 @@ def test_safe_extract_rejects_non_archive(tmp_path):
     bogus.write_bytes(b'<html>Too many requests</html>')
     with pytest.raises(DownloadError, match='neither a zip nor a tar'):
         safe_extract(str(bogus), str(tmp_path / 'out'))
+
+
+def test_uncompressed_tar_ending_in_a_zip_is_extracted_as_a_tar(tmp_path):
+    """zipfile.is_zipfile says yes to a plain tar whose last member is a zip (an .npz, as
+    the tieredImageNet tar ends): safe_extract must still unpack the tar."""
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, 'w') as zf:
+        zf.writestr('images.npy', b'x' * 100)
+    archive = tmp_path / 'data.tar'
+    with tarfile.open(archive, 'w') as tf:
+        for name, data in (('d/labels.pkl', b'labels'), ('d/test_images.npz', inner.getvalue())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    assert zipfile.is_zipfile(archive)
+    out = safe_extract(str(archive), str(tmp_path / 'out'))
+    assert sorted(os.path.relpath(p, tmp_path / 'out') for p in out if os.path.isfile(p)) == \
+        ['d/labels.pkl', 'd/test_images.npz']
+    assert (tmp_path / 'out' / 'd' / 'test_images.npz').read_bytes() == inner.getvalue()
+    # and with ../ inside, it is still refused
+    with tarfile.open(tmp_path / 'bad.tar', 'w') as tf:
+        for name, data in (('../evil', b'x'), ('z.npz', inner.getvalue())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    with pytest.raises(DownloadError, match='Refusing to extract'):
+        safe_extract(str(tmp_path / 'bad.tar'), str(tmp_path / 'out2'))
