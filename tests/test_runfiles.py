@@ -70,3 +70,29 @@ def test_metadrop_runfiles_use_the_originals_values(name, train, test):
         assert te[f'--{k}'] == v, k
     assert tr['--query'] == '15' and tr['--n_steps'] == '5'
     assert tr['--model'] == ('maml' if name.startswith('maml') else 'metadrop')
+
+
+@pytest.mark.parametrize('name,backbone,query', [
+    ('pytorch_maml_mimg_1shot.sh', 'convnet4', '1'), ('pytorch_maml_mimg_5shot.sh', 'convnet4', '5'),
+    ('pytorch_maml_tiered_1shot.sh', 'wide_convnet4', '1'),
+    ('pytorch_maml_tiered_5shot.sh', 'wide_convnet4', '5')])
+def test_pytorch_maml_reproduce_runfiles(name, backbone, query):
+    """train_reproduce.yaml / test_reproduce.yaml: frozen BN, lr 0.01, Adam 1e-3, clip 10,
+    4 episodes per batch, 60000 updates; 600 test episodes with 1 (5) queries and 10 steps."""
+    train, test = flags_of(name)
+    for f in (train, test):
+        assert (f['--backbone'], f['--frozen'], f['--inner_lr'], f['--clip_value'],
+                f['--metabatch'], f['--way']) == (backbone, 'bn', '0.01', '10', '4', '5')
+        assert '--bn_mode' not in f   # transductive, the default
+    assert (train['--meta_lr'], train['--n_train_iters'], train['--query']) == ('1e-3', '59999', '15')
+    assert (test['--query'], test['--n_test_iters'], test['--n_test_steps']) == (query, '600', '10')
+
+
+def test_pytorch_maml_template_runfile():
+    train, test = flags_of('pytorch_maml_template.sh')
+    for f in (train, test):
+        assert (f['--bn_mode'], f['--zero_head'], f['--normalization'], f['--inner_momentum'],
+                f['--inner_weight_decay']) == ('episodic', True, 'dataset', '0.9', '5e-4')
+    assert (train['--optimizer'], train['--meta_lr'], train['--lr_milestones'],
+            train['--augment']) == ('sgd', '0.01', '24000,28000', 'flip')
+    assert test['--n_test_iters'] == '8000'
