@@ -25,7 +25,8 @@ BACKBONES = ('conv4', 'maml_conv4', 'convnet4', 'wide_convnet4', 'resnet12', 'wi
 
 FLAGS = flags.FLAGS
 # --- the original's flags (metadrop main.py), same names and defaults ---
-flags.DEFINE_integer('gpu_id', 0, 'GPU id; sets CUDA_VISIBLE_DEVICES as the original did '
+flags.DEFINE_integer('gpu_id', 0, 'GPU id; sets CUDA_VISIBLE_DEVICES as the original did, '
+                     'unless it is set already or --distribute is used without --gpu_id '
                      '(-1: CPU only). Ignored on a machine without GPUs.')
 flags.DEFINE_string('mode', 'meta_train', f'One of {", ".join(MODES)}.')
 flags.DEFINE_string('savedir', None, 'Folder for checkpoints, logs (meta_train.log, '
@@ -343,7 +344,9 @@ def main(argv):
     except app.UsageError as e:  # one paragraph, not absl's page of flag help
         sys.stderr.write(f'error: {e}. `python main.py --helpfull` lists every flag.\n')
         sys.exit(1)
-    if cfg.gpu_id is not None and 'CUDA_VISIBLE_DEVICES' not in os.environ:
+    # --distribute uses every visible GPU unless --gpu_id is given explicitly.
+    pin_gpu = cfg.distribute == 'none' or FLAGS['gpu_id'].present
+    if pin_gpu and cfg.gpu_id is not None and 'CUDA_VISIBLE_DEVICES' not in os.environ:
         os.environ['CUDA_VISIBLE_DEVICES'] = '' if cfg.gpu_id < 0 else str(cfg.gpu_id)
     from data.datasets import DatasetError
     from data.episodes import EpisodeSizeError
