@@ -7,6 +7,10 @@ each of the n_steps inner steps and once after the last (n_steps + 1 snapshots) 
 the flattened features of the support (`htr`) and query (`hte`) sets and the head (`w`, `b`),
 and for Meta-Dropout 10 noisy support feature sets (`htr_sample`).
 
+Features are computed with batch statistics of the set itself (the originals' transductive
+batch norm) whatever --bn_mode is; --frozen is honoured; inner momentum / weight decay are
+refused (the steps are replayed one by one without their buffers).
+
 Written to `<savedir>/export.pkl` (a list of 10 dicts, the original's layout, which its
 plot.py reads) and `<savedir>/export.npz` (the same arrays stacked over episodes, which
 loads without executing code; this project's plot.py reads it):
@@ -53,7 +57,7 @@ def trajectory(model, xs, ys, xq, n_steps):
     Meta-Dropout); features are the deterministic forward (for Meta-Dropout: no sampling,
     convs still scaled by softplus(alpha)), plus, for Meta-Dropout, N_EXPORT_SAMPLES noisy
     (sampled) support feature sets per snapshot."""
-    fast = two_way({k: tf.convert_to_tensor(v) for k, v in model.net.theta.items()})
+    fast = two_way({k: tf.convert_to_tensor(v) for k, v in model.net.initial_params().items()})
     stochastic = getattr(model, 'phi', None) is not None and not getattr(model, 'maml', True)
     step_size = model.step_size()
     record = {'htr': [], 'hte': [], 'w': [], 'b': []}
@@ -71,7 +75,7 @@ def trajectory(model, xs, ys, xq, n_steps):
         if s < n_steps:
             fast, _ = inner_loop.gradient_step(
                 lambda p: model.inner_loss(p, xs, ys, training=False), fast, step_size,
-                first_order=True)
+                first_order=True, frozen=model.frozen)
     return {k: np.stack(v) for k, v in record.items()}
 
 
@@ -112,6 +116,9 @@ def export(runner):
     if test.n_classes < 15:
         raise RunError(f'export uses the class pairs (c, c+5) for c = 0..9, i.e. 15 classes, but '
                        f'the meta-test split has only {test.n_classes}')
+    if runner.model.inner_momentum or runner.model.inner_weight_decay:
+        raise RunError('export replays the inner loop step by step without momentum or weight '
+                       'decay; run it with --inner_momentum 0 --inner_weight_decay 0')
     sampler = EpisodeSampler(test, 2, cfg.shot, cfg.query)
     n_steps = runner.model.n_test_steps
     outs = []
