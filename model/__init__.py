@@ -17,7 +17,7 @@ from model import nets as _nets
 
 def input_normalization(cfg):
     """--normalization -> None or (means, stds) (data/augment.py parse_normalization)."""
-    return parse_normalization(getattr(cfg, 'normalization', 'none'), cfg.dataset)
+    return parse_normalization(getattr(cfg, 'normalization', 'none'), getattr(cfg, 'dataset', None))
 
 
 FROZEN_ALIASES = {'encoder': lambda k: k not in _nets.HEAD_KEYS,
