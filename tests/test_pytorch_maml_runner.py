@@ -144,18 +144,29 @@ def test_normalization_flag_reaches_the_network(tmp_path):
     assert float(mean[0]) == 0.5 and float(std[0]) == 0.25
 
 
-@pytest.mark.parametrize('backbone', ['resnet12', 'resnet18'])
-def test_resnet_backbones_on_tiered_imagenet(tmp_path, backbone):
-    """One meta-train iteration and a meta-test of tieredImageNet files in the real layout
-    (tiny), with a ResNet encoder, zero head, frozen BN and inductive batch norm."""
+def test_resnet_backbone_trains_and_tests(tmp_path, backbone='resnet12'):
+    """One meta-train iteration and a meta-test with a ResNet encoder, zero head, frozen BN
+    and inductive batch norm (28x28 inputs keep it fast: 28 -> 14 -> 7 -> 3 -> 1; ResNet-18's
+    forward and gradients are tested in test_pytorch_maml_extras.py)."""
+    args = [*TINY[:TINY.index('--n_channel')], *TINY[TINY.index('--n_channel') + 2:],
+            '--backbone', backbone, '--zero_head', '--frozen', 'bn', '--bn_mode', 'episodic',
+            '--inner_lr', '0.01', '--metabatch', '1', '--n_test_iters', '2']
+    runner(tmp_path, '--n_train_iters', '0', args=args).meta_train()
+    record = runner(tmp_path, '--mode', 'meta_test', args=args).meta_test()
+    assert record['n_episodes'] == 2 and record['batch_norm'] == 'episodic'
+
+
+def test_tiered_imagenet_through_the_runner(tmp_path):
+    """tieredImageNet files in the real layout (tiny), PyTorch-MAML's ConvNet4 with its
+    normalisation constants: meta-train, then meta-test."""
     write_all(tmp_path / 'data' / 'tiered')
     args = ['--dataset', 'tiered', '--data_root', str(tmp_path / 'data'), '--way', '3',
             '--shot', '1', '--query', '2', '--metabatch', '1', '--n_steps', '1',
             '--noprogress', '--n_val_batches', '1', '--n_test_iters', '2',
-            '--backbone', backbone, '--zero_head', '--frozen', 'bn', '--bn_mode', 'episodic',
-            '--normalization', 'dataset', '--inner_lr', '0.01']
+            '--backbone', 'convnet4', '--n_channel', '4', '--normalization', 'dataset',
+            '--inner_lr', '0.01']
     r = runner(tmp_path / 'run', '--n_train_iters', '0', args=args)
-    assert r.dataset.image_shape == (84, 84, 3)
+    assert r.dataset.image_shape == (84, 84, 3) and r.model.net.input_norm is not None
     r.meta_train()
     record = runner(tmp_path / 'run', '--mode', 'meta_test', args=args).meta_test()
-    assert record['n_episodes'] == 2 and record['batch_norm'] == 'episodic'
+    assert record['n_episodes'] == 2
