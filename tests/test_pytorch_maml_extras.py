@@ -266,3 +266,16 @@ def test_input_normalisation_is_per_channel():
     np.testing.assert_allclose(net.prepare(x).numpy()[0, 0, 0], [0., 1., 0.4], rtol=1e-6)
     with pytest.raises(ValueError, match='positive'):
         nets.Conv4(2, 4, (16, 16, 3), 'pytorch', input_norm=((0.5,), (0.,)))
+
+
+@pytest.mark.parametrize('mode', ['episodic', 'support'])
+def test_meta_dropout_takes_the_batch_norm_modes_too(mode):
+    from model.metadrop import MetaDropout
+    tf.random.set_seed(0)
+    md = MetaDropout(nets.Conv4(3, 4, (16, 16, 1), dtype=F64), n_steps=2, bn_mode=mode)
+    xs, ys, xq, yq = episode()
+    adapted = md.adapt(xs, ys, training=False)
+    np.testing.assert_allclose(md.query_logits(adapted, xq[:1]).numpy()[0],
+                               md.query_logits(adapted, xq).numpy()[0], rtol=1e-9, atol=1e-12)
+    loss, _ = md.task_loss(xs, ys, xq, yq, training=True)
+    assert np.isfinite(loss.numpy())
