@@ -1,7 +1,5 @@
 """PyTorch-MAML's extras on the MAML family: batch-norm modes, gradient checkpointing,
 zero head, layer freezing, inner momentum / weight decay, and its encoders."""
-import collections
-
 import numpy as np
 import pytest
 import tensorflow as tf
