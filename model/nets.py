@@ -321,8 +321,8 @@ BACKBONES = ('conv4', 'maml_conv4', 'convnet4', 'wide_convnet4', 'resnet12', 'wi
 def build_backbone(name, way, image_shape, n_channel=None, dataset=None, dtype=tf.float32,
                    zero_head=False, input_norm=None):
     """Backbone by flag value. n_channel None -> the original's width (conv4 / maml_conv4:
-    64 on 28x28 grey Omniglot-like inputs, 32 otherwise; convnet4 32, wide_convnet4 64;
-    the ResNets' first stage width)."""
+    64 on 28x28 grey Omniglot-like inputs, 32 otherwise; convnet4 32, wide_convnet4 64).
+    The ResNets have fixed widths and refuse n_channel."""
     omniglot_like = tuple(image_shape) == (28, 28, 1)
     extra = dict(dtype=dtype, zero_head=zero_head, input_norm=input_norm)
     if name in ('conv4', 'maml_conv4'):

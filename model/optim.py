@@ -70,7 +70,6 @@ class SGD(tf.Module):
                         for v in self.variables_to_train]
 
     def apply(self, grads):
-        first = tf.equal(self.step, 0)
         self.step.assign_add(1)
         for var, buf, g in zip(self.variables_to_train, self.buf, grads):
             if g is None:
@@ -79,9 +78,9 @@ class SGD(tf.Module):
             if self.weight_decay:
                 g = g + self.weight_decay * var
             if self.momentum:
-                # torch starts the buffer at the first gradient (no dampening).
-                buf.assign(tf.where(first, g, self.momentum * buf + g))
-                g = buf
+                # The buffer starts at 0, so the first step stores the gradient itself, as
+                # torch does (no dampening).
+                g = buf.assign(self.momentum * buf + g)
             var.assign_sub(tf.cast(self.learning_rate, var.dtype) * g)
 
 

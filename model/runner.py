@@ -249,6 +249,8 @@ class Runner:
         self.check_savedir()
         self.dataset = load_dataset(cfg.dataset, cfg.data_root, **dataset_options(cfg))
         self.augmenter = make_augmenter(cfg)
+        self.lr_milestones = [int(m) for m in getattr(cfg, 'lr_milestones', '').split(',')
+                              if m.strip()]
         tf.random.set_seed(cfg.seed)
         with (self.strategy.scope() if self.strategy else contextlib.nullcontext()):
             self.model = build_model(cfg, cfg.way, self.dataset.image_shape)
@@ -531,9 +533,9 @@ class Runner:
     def learning_rate(self, i):
         """The outer learning rate of iteration i under --lr_schedule."""
         cfg = self.cfg
-        milestones = [int(m) for m in getattr(cfg, 'lr_milestones', '').split(',') if m.strip()]
         return optim.learning_rate(getattr(cfg, 'lr_schedule', 'constant'), cfg.meta_lr, i,
-                                   milestones, getattr(cfg, 'lr_decay', 0.1), cfg.n_train_iters)
+                                   self.lr_milestones, getattr(cfg, 'lr_decay', 0.1),
+                                   cfg.n_train_iters)
 
     def evaluate(self, split, n_batches, stream, desc):
         """Mean query loss and per-episode accuracies over n_batches metabatches."""
@@ -618,13 +620,16 @@ class Runner:
         t0 = time.time()
         run_loss, run_acc, run_n = 0., 0., 0
         bad_in_a_row = 0
+        last_lr = None
         bar = tqdm(total=cfg.n_train_iters + 1, initial=start, desc='meta_train',
                    disable=not cfg.progress, dynamic_ncols=True)
         try:
             with writer.as_default(), self.stop_on_signals():
                 for i, ep in prefetch(episodes):
                     lr = self.learning_rate(i)
-                    self.optimizer.learning_rate.assign(lr)
+                    if lr != last_lr:   # an eager assign only when the schedule moves
+                        self.optimizer.learning_rate.assign(lr)
+                        last_lr = lr
                     loss, acc, applied = self.train_step(*ep)
                     bar.update(1)
                     if bool(applied):

@@ -277,3 +277,11 @@ def test_meta_dropout_takes_the_batch_norm_modes_too(mode):
                                md.query_logits(adapted, xq).numpy()[0], rtol=1e-9, atol=1e-12)
     loss, _ = md.task_loss(xs, ys, xq, yq, training=True)
     assert np.isfinite(loss.numpy())
+
+
+def test_command_line_choices_match_the_model():
+    """main.py lists backbones and BN modes without importing TensorFlow; they must stay the
+    model's."""
+    import main
+    assert main.BACKBONES == nets.BACKBONES
+    assert main.BN_MODES == maml.BN_MODES
