@@ -17,8 +17,10 @@ from absl import flags
 
 MODES = ('meta_train', 'meta_test', 'export', 'adv_test')
 ATTACK_NORMS = ('l1', 'l2', 'linf')  # model/adversarial.py NORMS
-METHODS = ('maml', 'fomaml', 'metasgd', 'metadrop')
-DATASETS = ('omniglot', 'folder', 'synthetic', 'mimgnet', 'tiered')
+METHODS = ('maml', 'fomaml', 'metasgd', 'metadrop', 'taml')
+DATASETS = ('omniglot', 'folder', 'synthetic', 'mimgnet', 'tiered', 'cifar', 'svhn', 'cub')
+OOD_ONLY_DATASETS = ('svhn', 'cub')   # no training split
+IMBALANCE_MODES = ('mixed', 'class', 'task', 'none')  # data/episodes.py IMBALANCE_MODES
 BN_MODES = ('transductive', 'episodic', 'support')  # model/maml.py BN_MODES
 BACKBONES = ('conv4', 'maml_conv4', 'convnet4', 'wide_convnet4', 'resnet12', 'wide_resnet12',
              'resnet18', 'wide_resnet18')  # model/nets.py BACKBONES
@@ -54,7 +56,7 @@ flags.DEFINE_boolean('maml', False, "metadrop's switch back to plain MAML on the
 flags.DEFINE_string('model', 'maml', f'Method: {", ".join(METHODS)} (maml: second order; '
                     'fomaml: first-order MAML; metasgd: learned per-parameter step sizes; '
                     'metadrop: Meta-Dropout, learned multiplicative noise on the support '
-                    'features).')
+                    'features; taml: Bayesian TAML, l2b).')
 flags.DEFINE_string('backbone', 'conv4', 'conv4: metadrop Conv4 (stride-1 conv, BN shift '
                     'only, ReLU, max-pool; truncated-normal 0.02 init); maml_conv4: '
                     'cbfinn/maml Conv4 (Glorot init; stride-2 convs and a spatial mean on '
@@ -158,6 +160,36 @@ flags.DEFINE_enum('distribute', 'none', ['none', 'mirrored', 'multi_worker'], 'S
 flags.DEFINE_integer('n_cpu_devices', 0, 'Split the CPU into this many logical devices (for '
                      '--distribute mirrored on a machine without GPUs, e.g. to test); 0: '
                      'leave it whole.')
+# --- Bayesian TAML (l2b main.py's flags; --model taml) ---
+flags.DEFINE_string('id_dataset', '', '--model taml: the in-distribution dataset, meta-'
+                    'trained on and tested (cifar, mimgnet, omniglot, ...); default --dataset.')
+flags.DEFINE_string('ood_dataset', '', '--model taml: the out-of-distribution dataset, '
+                    'validated and tested only (svhn, cub); empty: none.')
+flags.DEFINE_integer('max_shot', 50, '--model taml: shots are drawn from 1..max_shot per '
+                     'class or per task; also normalises the set size the inference network '
+                     'sees, (n_c - 1) / (max_shot - 1).')
+flags.DEFINE_enum('imbalance', 'mixed', list(IMBALANCE_MODES), '--model taml: mixed = a coin '
+                  'per task chooses class imbalance (a shot per class) or task imbalance (one '
+                  'shot for all), l2b\'s mode 1; class / task = only one of them (modes 2 / '
+                  '3); none = max_shot for every class (ours).')
+flags.DEFINE_boolean('alpha_on', False, '--model taml: Meta-SGD step sizes alpha (0.01 '
+                     'everywhere, the head\'s shared by classes) instead of --inner_lr.')
+flags.DEFINE_boolean('omega_on', False, '--model taml: omega, class-imbalance weights of the '
+                     'per-class inner losses (softmax over classes).')
+flags.DEFINE_boolean('gamma_on', False, '--model taml: gamma, task-imbalance multipliers '
+                     'exp(gamma_l) of each layer\'s inner step.')
+flags.DEFINE_boolean('z_on', False, '--model taml: z, out-of-distribution modulation of the '
+                     'initialisation (conv weights x (1 + z), biases + z).')
+flags.DEFINE_integer('n_mc_samples', 0, '--model taml, meta_test: average the softmax '
+                     'outputs of this many sampled passes (inner loop included; the TAML '
+                     'runfiles use 10); 0 = the posterior mean.')
+flags.DEFINE_boolean('l2b_padding', False, "--model taml: l2b's behaviour for the zero rows "
+                     'that pad support sets to one length within a metabatch: they go through '
+                     'the base network (its batch-norm statistics include them) and count in '
+                     'the support size N of the inner-loss and KL scaling. Default: dropped.')
+flags.DEFINE_integer('balance_freq', 1000, '--model taml: print the balancing variables of '
+                     '10 validation tasks every this many iterations (omega or gamma on).')
+flags.DEFINE_alias('n_test_episodes', 'n_test_iters')
 # --- --mode adv_test: PGD on the query set after adaptation (model/adversarial.py) ---
 flags.DEFINE_string('attacks', 'l1,l2,linf', 'adv_test: comma-separated PGD attacks, from '
                     'l1, l2, linf.')
@@ -176,7 +208,7 @@ flags.DEFINE_integer('n_adv_episodes', 100, 'adv_test: meta-test episodes attack
 
 POSITIVE_INTS = ('way', 'shot', 'query', 'metabatch', 'n_steps', 'n_test_mc_samp',
                  'save_freq', 'n_test_iters', 'print_freq', 'val_freq', 'n_val_batches',
-                 'max_to_keep', 'max_bad_steps')
+                 'max_to_keep', 'max_bad_steps', 'max_shot', 'balance_freq')
 OPTIONAL_POSITIVE_INTS = ('n_channel', 'image_size')   # None: the default
 POSITIVE_FLOATS = ('meta_lr', 'inner_lr')
 NON_NEGATIVE_FLOATS = ('inner_momentum', 'inner_weight_decay', 'momentum', 'weight_decay',
@@ -186,7 +218,10 @@ NON_NEGATIVE_FLOATS = ('inner_momentum', 'inner_weight_decay', 'momentum', 'weig
 def config_from_flags():
     """The run configuration: every flag defined above, as a plain namespace."""
     names = [f.name for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])]
-    return types.SimpleNamespace(**{n: FLAGS[n].value for n in names})
+    cfg = types.SimpleNamespace(**{n: FLAGS[n].value for n in names if n != 'n_test_episodes'})
+    if cfg.model == 'taml' and cfg.id_dataset:
+        cfg.dataset = cfg.id_dataset   # l2b's name for the dataset meta-trained on
+    return cfg
 
 
 def parse_config(argv):
@@ -235,6 +270,7 @@ def validate(cfg):
     if not cfg.savedir:
         errors.append('--savedir is required (the folder for checkpoints and logs)')
     errors += validate_extras(cfg)
+    errors += validate_taml(cfg)
     errors += validate_adversarial(cfg)
     if errors:
         raise app.UsageError('; '.join(errors))
@@ -291,6 +327,43 @@ def validate_extras(cfg):
     return errors
 
 
+def validate_taml(cfg):
+    """Messages for bad --model taml flag combinations."""
+    errors = []
+    taml_only = [f'--{n}' for n in ('alpha_on', 'omega_on', 'gamma_on', 'z_on', 'l2b_padding')
+                 if getattr(cfg, n)] + [f'--{n}' for n in ('id_dataset', 'ood_dataset')
+                                        if getattr(cfg, n)]
+    if cfg.n_mc_samples:
+        taml_only.append('--n_mc_samples')
+    if cfg.model != 'taml':
+        if taml_only:
+            errors.append(f'{", ".join(taml_only)} only apply to --model taml')
+        return errors
+    if cfg.n_mc_samples < 0:
+        errors.append(f'--n_mc_samples must be >= 0, got {cfg.n_mc_samples}')
+    if cfg.mode not in ('meta_train', 'meta_test'):
+        errors.append(f'--model taml runs --mode meta_train and meta_test; --mode {cfg.mode} '
+                      'is for the MAML-family models')
+    if cfg.dataset in OOD_ONLY_DATASETS:
+        errors.append(f'{cfg.dataset} is an out-of-distribution dataset with no training '
+                      f'split: use it as --ood_dataset (e.g. --id_dataset '
+                      f'{"cifar" if cfg.dataset == "svhn" else "mimgnet"} --ood_dataset '
+                      f'{cfg.dataset})')
+    if cfg.ood_dataset and cfg.ood_dataset not in DATASETS:
+        errors.append(f'--ood_dataset {cfg.ood_dataset!r} is not one of {", ".join(DATASETS)}')
+    if cfg.backbone != 'conv4':
+        errors.append(f'--model taml uses l2b\'s Conv4 (--backbone conv4), not {cfg.backbone}')
+    changed = [f'--{n}' for n, default in (('bn_mode', 'transductive'), ('efficient', False),
+                                            ('frozen', ''), ('inner_momentum', 0.),
+                                            ('inner_weight_decay', 0.), ('zero_head', False),
+                                            ('maml', False))
+               if getattr(cfg, n) != default]
+    if changed:
+        errors.append(f'{", ".join(changed)} are PyTorch-MAML / metadrop options that '
+                      '--model taml does not take (its head is always a constant zero)')
+    return errors
+
+
 def validate_adversarial(cfg):
     """Messages for bad --mode adv_test flags (checked in every mode: typos fail early)."""
     errors = []
@@ -321,7 +394,10 @@ def validate_adversarial(cfg):
 def run_mode(cfg):
     """Runs one mode; user-facing problems are raised as DatasetError, EpisodeSizeError,
     RunError or Interrupted, which main() turns into one message and an exit code."""
-    from model.runner import Runner
+    if cfg.model == 'taml':
+        from model.taml_runner import TamlRunner as Runner
+    else:
+        from model.runner import Runner
     runner = Runner(cfg)
     if cfg.mode == 'meta_train':
         return runner.meta_train()

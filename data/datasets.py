@@ -1,11 +1,12 @@
 """Dataset registry: `load_dataset(name, data_root, **options)` -> FewShotDataset.
 
-Readers live in one module per dataset (omniglot.py, mimgnet.py, folder.py, synthetic.py) and are
-imported lazily, so loading one dataset never pays for the others.
+Readers live in one module per dataset (omniglot.py, mimgnet.py, tiered.py, cifar.py, svhn.py,
+cub.py, folder.py, synthetic.py) and are imported lazily, so loading one dataset never pays for
+the others.
 """
 import importlib
 import inspect
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from .episodes import ClassSplit
 
@@ -16,7 +17,7 @@ class DatasetError(Exception):
 
 class FewShotDataset(NamedTuple):
     name: str
-    train: ClassSplit
+    train: Optional[ClassSplit]   # None for out-of-distribution datasets (svhn, cub)
     val: ClassSplit
     test: ClassSplit
     image_shape: tuple   # (H, W, C)
@@ -27,6 +28,11 @@ class FewShotDataset(NamedTuple):
         """The ClassSplit called 'train', 'val' or 'test'."""
         if which not in ('train', 'val', 'test'):
             raise DatasetError(f"unknown split {which!r}; use 'train', 'val' or 'test'")
+        if which == 'train' and self.train is None:
+            raise DatasetError(
+                f'{self.name} is an out-of-distribution dataset with no training split (Bayesian TAML '
+                f'only meta-validates and meta-tests on it): meta-train on an in-distribution dataset '
+                f'and pass --ood_dataset {self.name}')
         return getattr(self, which)
 
 
@@ -65,6 +71,9 @@ _READERS = {
     'synthetic': ('synthetic', 'load'),
     'mimgnet': ('mimgnet', 'load'),
     'tiered': ('tiered', 'load'),
+    'cifar': ('cifar', 'load'),
+    'svhn': ('svhn', 'load'),
+    'cub': ('cub', 'load'),
 }
 
 KNOWN_DATASETS = tuple(_READERS)

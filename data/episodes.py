@@ -8,6 +8,10 @@ the rest the query set. Both sets are class-major and not shuffled.
 metadrop draws the class set only once per call and reuses it for every task of the
 metabatch (fidelity sheet 4.3). That bug is reproducible with `reuse_classes=True`; the
 default draws classes for each task independently.
+
+`ImbalancedSampler` is Bayesian TAML's episode generator (l2b data.py `generate_episode`):
+the shot varies per task (task imbalance) and/or per class (class imbalance), and support
+sets are padded to a common length within the metabatch with zero images and label -1.
 """
 import operator
 from typing import NamedTuple, Optional, Sequence
@@ -242,3 +246,176 @@ class EpisodeSampler:
         ys = np.tile(np.repeat(np.arange(way, dtype=np.int32), shot), (n_tasks, 1))
         yq = np.tile(np.repeat(np.arange(way, dtype=np.int32), query), (n_tasks, 1))
         return Episode(np.ascontiguousarray(xs), ys, np.ascontiguousarray(xq), yq)
+
+
+IMBALANCE_MODES = ('mixed', 'class', 'task', 'none')
+
+
+class EpisodeIds(NamedTuple):
+    """The random part of an imbalanced metabatch (ImbalancedSampler.draw_ids)."""
+    classes: np.ndarray          # int64 [T, way]            class ids; label j = column j
+    shots: np.ndarray            # int64 [T, way]            support size per class, after clipping
+    support: np.ndarray          # int64 [T, way, max_shot]  image ids, -1 beyond shots[t, j]
+    query: np.ndarray            # int64 [T, way, query]     image ids
+    class_imbalanced: np.ndarray  # bool [T]  shots drawn per class ('class', or 'mixed' with coin > 0.5)
+
+
+def support_mask(ys) -> np.ndarray:
+    """bool [T, maxlen]: True on real support rows, False on padding (label -1)."""
+    return np.asarray(ys) >= 0
+
+
+def support_counts(ys, way) -> np.ndarray:
+    """int64 [T, way]: real support rows of each label per task (padding, label -1, is not counted)."""
+    ys = np.asarray(ys)
+    way = _positive_int(way, 'way')
+    if ys.ndim != 2:
+        raise ValueError(f'support_counts needs labels [T, maxlen], got shape {ys.shape}')
+    if ys.size and ys.max() >= way:
+        raise ValueError(f'label {int(ys.max())} is out of range for way {way}')
+    return (ys[:, :, None] == np.arange(way)).sum(axis=1).astype(np.int64)
+
+
+class ImbalancedSampler:
+    """Bayesian TAML's imbalanced N-way episodes (l2b data.py `generate_episode`).
+
+    Each task has `way` classes, 1..`max_shot` support images per class and exactly `query`
+    query images per class. `imbalance` selects how shots are drawn:
+      'mixed' (l2b mode 1, the default; l2b uses it for training, validation and test):
+              a coin ~ U(0, 1); coin > 0.5 gives class imbalance, otherwise task imbalance.
+      'class' (l2b mode 2): each class draws its own shot uniform in {1..max_shot}.
+      'task'  (l2b mode 3): one shot uniform in {1..max_shot} shared by all classes of the task.
+      'none'  (not in l2b; for balanced baselines): every class gets max_shot, nothing drawn.
+
+    Draw order of `draw_ids(rng, T)` (rng = np.random.default_rng(rng)), task by task, t = 0..T-1:
+      1. classes = rng.choice(split.n_classes, way, replace=False); label j = position j.
+      2. 'mixed': coin = rng.random(), then if coin > 0.5
+                  shots = rng.integers(1, max_shot + 1, size=way)   (class imbalance)
+                  else shots = [rng.integers(1, max_shot + 1)] * way  (task imbalance);
+         'class': shots = rng.integers(1, max_shot + 1, size=way)   (no coin);
+         'task':  shots = [rng.integers(1, max_shot + 1)] * way     (no coin);
+         'none':  shots = [max_shot] * way                          (no draw).
+      3. Clipping, as l2b: for each class c, if count_c < shot_c + query then
+         shot_c = count_c - query (all count_c images of the class are used). No draw.
+         This can make the shots of a task-imbalanced (or 'none') task unequal.
+      4. For j = 0..way-1 in label order: ids = rng.choice(count_c, shot_c + query,
+         replace=False); ids[:shot_c] are the support images, ids[shot_c:] the query images.
+
+    Layout (`sample` / `episode`): support and query sets are class-blocked in label order and
+    not shuffled. Every support set is padded to the longest support set of the metabatch (or
+    to `pad_to` rows) with all-zero images and label -1; tf.one_hot(-1, way) is the all-zero
+    row l2b pads with. Query sets are never padded (way*query rows). Labels -1 mark padding:
+    use `support_mask(ys)` and `support_counts(ys, way)`. l2b feeds the padded rows through the
+    network too (its batch-norm statistics include them); that quirk is for the model to
+    reproduce or not, the sampler only marks the rows.
+
+    Raises EpisodeSizeError (with the numbers) when way > split.n_classes or when the smallest
+    class has fewer than query + 1 images (l2b would give it zero or negative shots).
+    """
+
+    def __init__(self, split: ClassSplit, way, max_shot, query, imbalance: str = 'mixed'):
+        self.split = split
+        self.way = _positive_int(way, 'way')
+        self.max_shot = _positive_int(max_shot, 'max_shot')
+        self.query = _positive_int(query, 'query')
+        if imbalance not in IMBALANCE_MODES:
+            raise ValueError(f'imbalance must be one of {", ".join(IMBALANCE_MODES)} (l2b modes 1, 2, 3 are '
+                             f"'mixed', 'class', 'task'; 'none' is balanced), got {imbalance!r}")
+        self.imbalance = imbalance
+        where = split._where()
+        if self.way > split.n_classes:
+            raise EpisodeSizeError(
+                f'way {self.way} is larger than the {split.n_classes} classes of the {where}; '
+                f'use --way {split.n_classes} or fewer')
+        smallest = int(split.counts.min())
+        if smallest < self.query + 1:
+            raise EpisodeSizeError(
+                f'query {self.query} + at least 1 shot = {self.query + 1} images per class, but the smallest '
+                f'class of the {where} has {smallest} images; use query <= {smallest - 1}')
+        # Largest support a task can have: the `way` largest per-class caps min(max_shot, count - query).
+        caps = np.sort(np.minimum(self.max_shot, split.counts - self.query))[::-1]
+        self.max_support_len = int(caps[:self.way].sum())
+
+    def __repr__(self):
+        return (f'ImbalancedSampler({self.way}-way 1..{self.max_shot}-shot, {self.query} query, '
+                f'imbalance={self.imbalance!r}, {self.split!r})')
+
+    def sample(self, rng: np.random.Generator, n_tasks: int, pad_to: Optional[int] = None) -> Episode:
+        """Draws `n_tasks` tasks (see the class docstring for the draw order and layout).
+
+        pad_to: pad every support set to this many rows (e.g. `max_support_len`, for a compiled
+        step with a fixed shape); default: the longest support set of this metabatch."""
+        return self.episode(self.draw_ids(rng, n_tasks), pad_to=pad_to)
+
+    def draw_ids(self, rng: np.random.Generator, n_tasks: int) -> EpisodeIds:
+        """The random part of `sample`, in the documented draw order; reads no images."""
+        rng = np.random.default_rng(rng)  # a Generator is passed through unchanged
+        n_tasks = _positive_int(n_tasks, 'n_tasks')
+        way, max_shot, query, mode = self.way, self.max_shot, self.query, self.imbalance
+        counts = self.split.counts
+        classes = np.empty((n_tasks, way), dtype=np.int64)
+        shots = np.empty((n_tasks, way), dtype=np.int64)
+        support = np.full((n_tasks, way, max_shot), -1, dtype=np.int64)
+        qids = np.empty((n_tasks, way, query), dtype=np.int64)
+        class_imb = np.zeros(n_tasks, dtype=bool)
+        for t in range(n_tasks):
+            cls = rng.choice(self.split.n_classes, way, replace=False)
+            if mode == 'mixed':
+                per_class = rng.random() > 0.5
+            else:
+                per_class = mode == 'class'
+            if mode == 'none':
+                shot = np.full(way, max_shot, dtype=np.int64)
+            elif per_class:
+                shot = rng.integers(1, max_shot + 1, size=way)
+            else:
+                shot = np.full(way, rng.integers(1, max_shot + 1), dtype=np.int64)
+            cnt = counts[cls]
+            shot = np.where(cnt < shot + query, cnt - query, shot)
+            classes[t], shots[t], class_imb[t] = cls, shot, per_class
+            for j in range(way):
+                ids = rng.choice(cnt[j], shot[j] + query, replace=False)
+                support[t, j, :shot[j]] = ids[:shot[j]]
+                qids[t, j] = ids[shot[j]:]
+        return EpisodeIds(classes, shots, support, qids, class_imb)
+
+    def episode(self, ids: EpisodeIds, pad_to: Optional[int] = None) -> Episode:
+        """Reads the images of `draw_ids` output into a padded Episode (see `sample`)."""
+        classes = np.asarray(ids.classes, dtype=np.int64)
+        shots = np.asarray(ids.shots, dtype=np.int64)
+        support = np.asarray(ids.support, dtype=np.int64)
+        qids = np.asarray(ids.query, dtype=np.int64)
+        n_tasks, way = classes.shape
+        query = self.query
+        if (way != self.way or shots.shape != classes.shape or support.ndim != 3
+                or support.shape[:2] != classes.shape or qids.shape != (n_tasks, way, query)):
+            raise EpisodeSizeError(f'ids of shapes {classes.shape} / {shots.shape} / {support.shape} / '
+                                   f'{qids.shape} do not fit a {self.way}-way {query}-query sampler')
+        real = support >= 0
+        if (shots < 1).any() or not np.array_equal(real.sum(axis=2), shots) \
+                or not np.array_equal(real, np.arange(support.shape[2]) < shots[:, :, None]):
+            raise EpisodeSizeError('support ids must hold shots[t, j] >= 1 ids per class followed by -1')
+        lengths = shots.sum(axis=1)
+        longest = int(lengths.max())
+        if pad_to is None:
+            maxlen = longest
+        else:
+            maxlen = _positive_int(pad_to, 'pad_to')
+            if maxlen < longest:
+                raise EpisodeSizeError(
+                    f'pad_to {maxlen} is shorter than the longest support set of this metabatch '
+                    f'({longest} rows, task {int(lengths.argmax())}, shots {shots[lengths.argmax()].tolist()}); '
+                    f'use pad_to >= {self.max_support_len} (max_support_len) for any metabatch')
+        shape = self.split.image_shape
+        # Support: one read of exactly the real images, in (task, label, image) order.
+        t_idx, j_idx, _ = np.nonzero(real)
+        xs_real = self.split.gather(classes[t_idx, j_idx], support[real][:, None])[:, 0]
+        rows = np.arange(maxlen) < lengths[:, None]  # [T, maxlen]; real rows come first
+        xs = np.zeros((n_tasks, maxlen) + shape, dtype=np.float32)
+        xs[rows] = xs_real
+        ys = np.full((n_tasks, maxlen), -1, dtype=np.int32)
+        ys[rows] = j_idx.astype(np.int32)
+        xq = self.split.gather(classes.reshape(-1), qids.reshape(n_tasks * way, query))
+        xq = xq.reshape((n_tasks, way * query) + shape)
+        yq = np.tile(np.repeat(np.arange(way, dtype=np.int32), query), (n_tasks, 1))
+        return Episode(xs, ys, np.ascontiguousarray(xq), yq)

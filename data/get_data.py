@@ -7,6 +7,10 @@
     python data/get_data.py --dataset mimgnet --source csv [--images_dir DIR]  # Ravi csvs + cache
     python data/get_data.py --dataset tiered                       # MetaOptNet's npz tar + cache
     python data/get_data.py --dataset tiered --source ren          # Ren et al.'s PNG pickles
+    python data/get_data.py --dataset cifar [--jpeg_roundtrip]     # CIFAR-FS from CIFAR-100
+    python data/get_data.py --dataset svhn [--svhn_val fixed|random]  # SVHN (OOD): valid + test
+    python data/get_data.py --dataset cub [--source caltech]       # CUB (OOD): l2b's files, or built
+    python data/get_data.py --dataset mimgnet --source l2b         # l2b's train/valid/test.npy
 
 Like metadrop's get_data.py the files land in ./data/<dataset>/ by default and transfers
 show a tqdm bar; unlike it, transfers resume after an interruption, are retried, and are
@@ -38,8 +42,11 @@ log = logging.getLogger(__name__)
 RemoteFile = collections.namedtuple(
     'RemoteFile', 'name filename url md5 size extra check', defaults=(None, None, None, None))
 
-# files: RemoteFiles; preprocess(dataset_dir, paths, force) -> a path to report, or None.
-Source = collections.namedtuple('Source', 'description files preprocess')
+# files: RemoteFiles; preprocess(dataset_dir, paths, force, **options) -> a summary to report,
+# or None; options: the command-line options (argparse dest names) passed on to preprocess as
+# keywords ('progress' is `not --no_progress`); prepare(dataset_dir): runs before the downloads.
+Source = collections.namedtuple('Source', 'description files preprocess options prepare',
+                                defaults=((), None))
 Dataset = collections.namedtuple('Dataset', 'sources default_source')
 
 OMNIGLOT_BASE_URL = 'https://github.com/brendenlake/omniglot/raw/master/python'
@@ -300,6 +307,184 @@ def preprocess_tiered_ren(dataset_dir, paths, force):
     return _tiered_caches(dataset_dir, force)
 
 
+# ---------------------------------------------------------------------------------------------
+# Bayesian TAML's datasets (haebeom-lee/l2b): CIFAR-FS, SVHN, CUB, and l2b's miniImageNet files,
+# stored in data.perclass's layout ({split}.npy uint8 per-class arrays, + {split}_counts.npy).
+
+CIFAR100_URL = 'https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz'   # l2b: http://
+CIFAR100_MD5 = 'eb9058c3a382ffc7106e4002c42a8d85'
+SVHN_BASE_URL = 'http://ufldl.stanford.edu/housenumbers'
+SVHN_MD5 = {'train_32x32.mat': 'e26dedcc434d2e4c54c9b2d4a06d8373',
+            'test_32x32.mat': 'eb5a983be6a315427106f1b164d9cef3'}
+SVHN_VAL_IDX_URL = 'https://raw.githubusercontent.com/haebeom-lee/l2b/master/data/svhn/val_idx.npy'
+# l2b's data/cub/get_data.py used http://www.vision.caltech.edu/visipedia-data/CUB-200-2011/
+# CUB_200_2011.tgz, which no longer answers; CaltechDATA serves the same archive (same md5).
+CUB_CALTECH_URL = 'https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz'
+CUB_CALTECH_MD5 = '97eceeb196236b17998738112f37df78'
+CUB_IMAGE_SHAPE = (84, 84, 3)
+# l2b's miniImageNet: 64 / 16 / 20 classes x 600 images of 84x84x3 (dtype undocumented).
+MIMGNET_L2B_CLASSES = {'train': 64, 'valid': 16, 'test': 20}
+
+
+def _l2b_npy_problem(path, image_shape, n_classes=None):
+    """None if `path` is a usable per-class npy (l2b's object array, a dense [C, n, *shape]
+    array, or our ragged [N, *shape] + _counts.npy), else the reason. Reads the header only."""
+    from data.datasets import DatasetError
+    from data.perclass import counts_path, read_npy_header
+    try:
+        header = read_npy_header(path)
+    except DatasetError:
+        return ('it is not a readable .npy array (an HTML page, as Dropbox serves when a link is '
+                'gone, a truncated download or some other file)')
+    shape = header.shape
+    if header.dtype.hasobject:
+        if len(shape) != 1 or (n_classes is not None and shape[0] != n_classes):
+            return (f'it is an object array of shape {shape}, not a list of '
+                    f'{n_classes if n_classes is not None else "the"} classes')
+        return None   # the content is checked when it is converted
+    if header.dtype != 'uint8' and header.dtype.kind != 'f':
+        return f'it holds {header.dtype} values, not images'
+    stem = os.path.basename(path)[:-len('.npy')]
+    if len(shape) == 5 and shape[2:] == tuple(image_shape):
+        if n_classes is not None and shape[0] != n_classes:
+            return f'it holds {shape[0]} classes, not {n_classes}'
+        return None
+    if len(shape) == 4 and shape[1:] == tuple(image_shape) and os.path.isfile(counts_path(
+            os.path.dirname(path), stem)):
+        return None
+    return (f'it holds an array of shape {shape}, not per-class images [n_classes, n, '
+            f'{", ".join(map(str, image_shape))}]')
+
+
+def check_l2b_npy(path, image_shape, n_classes=None):
+    """Deletes `path` and raises DownloadError unless it is a per-class npy of l2b's (or ours)."""
+    problem = _l2b_npy_problem(path, image_shape, n_classes)
+    if problem is not None:
+        os.remove(path)
+        raise DownloadError(f'{path} is not a usable l2b data file: {problem}. It was deleted; rerun to '
+                            'download it again, and if this repeats the source is serving a different '
+                            'file.')
+
+
+def check_l2b_mimgnet_npy(path, split):
+    """l2b's miniImageNet file `split`: a pickled object array of MIMGNET_L2B_CLASSES[split]
+    classes (converted later), or a numeric array as check_mimgnet_npy accepts."""
+    from data.datasets import DatasetError
+    from data.perclass import read_npy_header
+    n_classes = MIMGNET_L2B_CLASSES[split]
+    try:
+        is_object = read_npy_header(path).dtype.hasobject
+    except DatasetError:   # not an npy at all: check_mimgnet_npy says so and deletes it
+        is_object = False
+    if is_object:
+        check_l2b_npy(path, (84, 84, 3), n_classes)
+    else:
+        check_mimgnet_npy(path, n_classes)
+
+
+def check_val_idx(path):
+    """Deletes `path` and raises DownloadError unless it is an integer array [10, n]."""
+    def problem_of(arr):
+        if arr.dtype.kind not in 'iu' or arr.ndim != 2 or arr.shape[0] != 10 or arr.shape[1] == 0:
+            return f'it holds {arr.dtype} values of shape {arr.shape}, not integer indices [10, n]'
+        return None
+    _check_npy(path, "l2b's SVHN val_idx.npy", problem_of)
+
+
+def _preprocessing_failed(what, dataset_dir, exc):
+    return DownloadError(f'Preprocessing {what} in {dataset_dir} failed: {exc}')
+
+
+def preprocess_cifar(dataset_dir, paths, force, jpeg_roundtrip=False, progress=True):
+    """Builds CIFAR-FS's train/valid/test.npy from cifar-100-python.tar.gz (data.cifar.build)."""
+    from data.cifar import build
+    from data.datasets import DatasetError
+    try:
+        return build(paths[0], dataset_dir, jpeg_roundtrip=jpeg_roundtrip, force=force,
+                     progress=progress)
+    except (DatasetError, OSError) as exc:
+        raise _preprocessing_failed('CIFAR-FS', dataset_dir, exc) from None
+
+
+def preprocess_svhn(dataset_dir, paths, force, svhn_val=None, progress=True):
+    """Builds SVHN's valid.npy and test.npy from the .mat files (data.svhn.build)."""
+    from data.datasets import DatasetError
+    from data.svhn import build
+    files = {os.path.basename(p): p for p in paths}
+    try:
+        return build(dataset_dir, files['train_32x32.mat'], files['test_32x32.mat'],
+                     files.get('val_idx.npy'), svhn_val=svhn_val or 'fixed', force=force,
+                     progress=progress)
+    except (DatasetError, OSError) as exc:
+        raise _preprocessing_failed('SVHN', dataset_dir, exc) from None
+
+
+def _npy_files(dataset_dir, stems):
+    return [os.path.join(dataset_dir, f'{stem}{ext}') for stem in stems
+            for ext in ('.npy', '_counts.npy')]
+
+
+def prepare_cub_l2b(dataset_dir):
+    """Files built from CUB_200_2011.tgz (--source caltech) would be taken for l2b's, as a
+    download skips files that exist: remove them first (the tgz stays and rebuilds them)."""
+    from data.perclass import INFO_FILE, read_info
+    if read_info(dataset_dir).get('build', {}).get('source_name') == 'caltech':
+        log.info('Replacing the CUB files built from CUB_200_2011.tgz (--source caltech) by l2b\'s.')
+        for path in _npy_files(dataset_dir, ('valid', 'test')) + [os.path.join(dataset_dir, INFO_FILE)]:
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def preprocess_cub_l2b(dataset_dir, paths, force, progress=True):
+    """Converts l2b's object-array valid.npy / test.npy into uint8 in place (data.perclass)."""
+    from data.cub import convert_l2b_files
+    from data.datasets import DatasetError
+    try:
+        return convert_l2b_files(dataset_dir, paths, progress=progress)
+    except (DatasetError, OSError) as exc:
+        raise _preprocessing_failed('CUB', dataset_dir, exc) from None
+
+
+def preprocess_cub_caltech(dataset_dir, paths, force, progress=True):
+    """Builds CUB's valid/test.npy from CUB_200_2011.tgz as l2b's old script (data.cub)."""
+    from data.cub import build_from_caltech
+    from data.datasets import DatasetError
+    try:
+        return build_from_caltech(paths[0], dataset_dir, force=force, progress=progress)
+    except (DatasetError, OSError) as exc:
+        raise _preprocessing_failed('CUB', dataset_dir, exc) from None
+
+
+def prepare_mimgnet_l2b(dataset_dir):
+    """A download skips files that exist: train.npy/test.npy fetched with --source metadrop
+    would be kept. Say so when train.npy is there but l2b's valid.npy is not."""
+    if os.path.isfile(os.path.join(dataset_dir, 'train.npy')) and \
+            not os.path.isfile(os.path.join(dataset_dir, 'valid.npy')):
+        log.warning('%s/train.npy (and test.npy) already exist and are kept; if they are metadrop\'s '
+                    '(--source metadrop) rather than l2b\'s, delete them and rerun to fetch l2b\'s.',
+                    dataset_dir)
+
+
+def preprocess_mimgnet_l2b(dataset_dir, paths, force, progress=True):
+    """Converts any of l2b's miniImageNet files that is a pickled object array into uint8
+    [C, 600, 84, 84, 3] in place; numeric files are used as they are."""
+    from data.datasets import DatasetError
+    from data.perclass import convert_object_npy, read_npy_header
+    done = []
+    try:
+        for path in paths:
+            result = convert_object_npy(path, (84, 84, 3), dense_only=True, progress=progress)
+            done.append(result or f'{os.path.basename(path)} ({read_npy_header(path).dtype}, used as is)')
+    except (DatasetError, OSError) as exc:
+        raise _preprocessing_failed('miniImageNet', dataset_dir, exc) from None
+    return '; '.join(done)
+
+
+def _dropbox(name, file_id, check):
+    return RemoteFile(name, f'{name}.npy', f'https://www.dropbox.com/s/{file_id}/{name}.npy?dl=1',
+                      check=check)
+
+
 DATASETS = {
     'omniglot': Dataset(
         default_source='official',
@@ -358,6 +543,15 @@ DATASETS = {
                     RemoteFile(which, f'{which}.csv', f'{RAVI_CSV_BASE_URL}/{which}.csv',
                                check=functools.partial(check_ravi_csv, n_classes=n))
                     for which, n in RAVI_CSV_CLASSES.items())),
+            'l2b': Source(
+                description="Bayesian TAML's (l2b's) miniImageNet train.npy/valid.npy/test.npy "
+                            '(Dropbox; no published checksum, so the shape is checked; pickled object '
+                            'arrays are converted to uint8 through a restricted unpickler); valid.npy is '
+                            'used for validation',
+                preprocess=preprocess_mimgnet_l2b, options=('progress',), prepare=prepare_mimgnet_l2b,
+                files=tuple(_dropbox(name, file_id, functools.partial(check_l2b_mimgnet_npy, split=name))
+                            for name, file_id in (('train', 'llfp5p6vymiabzl'), ('valid', 'f1jz6valn6j42jk'),
+                                                  ('test', 'o0mg0b83978yu5y')))),
         }),
     'tiered': Dataset(
         default_source='metaoptnet',
@@ -374,6 +568,49 @@ DATASETS = {
                             'then cached',
                 preprocess=preprocess_tiered_ren,
                 files=(_drive_tar('tiered-imagenet', TIERED_REN_DRIVE_ID),)),
+        }),
+    'cifar': Dataset(
+        default_source='official',
+        sources={
+            'official': Source(
+                description='CIFAR-100 (cifar-100-python.tar.gz, md5 checked) split into CIFAR-FS '
+                            "64/16/20 classes x 600 as l2b (train, valid, test.npy, uint8; exact "
+                            'pixels, or --jpeg_roundtrip for l2b\'s lossy JPEG round trip)',
+                preprocess=preprocess_cifar, options=('jpeg_roundtrip', 'progress'),
+                files=(RemoteFile('cifar-100-python', 'cifar-100-python.tar.gz', CIFAR100_URL,
+                                  CIFAR100_MD5),)),
+        }),
+    'svhn': Dataset(
+        default_source='official',
+        sources={
+            'official': Source(
+                description='SVHN train/test_32x32.mat (md5 checked) + l2b\'s val_idx.npy: valid.npy '
+                            '(10 x 600 train images; --svhn_val fixed|random) and test.npy (the test '
+                            'set by class); out-of-distribution only',
+                preprocess=preprocess_svhn, options=('svhn_val', 'progress'),
+                files=(RemoteFile('train_32x32', 'train_32x32.mat', f'{SVHN_BASE_URL}/train_32x32.mat',
+                                  SVHN_MD5['train_32x32.mat']),
+                       RemoteFile('test_32x32', 'test_32x32.mat', f'{SVHN_BASE_URL}/test_32x32.mat',
+                                  SVHN_MD5['test_32x32.mat']),
+                       RemoteFile('val_idx', 'val_idx.npy', SVHN_VAL_IDX_URL, check=check_val_idx))),
+        }),
+    'cub': Dataset(
+        default_source='l2b',
+        sources={
+            'l2b': Source(
+                description="l2b's CUB valid.npy/test.npy (Dropbox; no published checksum; pickled "
+                            'object arrays, converted to uint8 through a restricted unpickler); '
+                            'out-of-distribution only',
+                preprocess=preprocess_cub_l2b, options=('progress',), prepare=prepare_cub_l2b,
+                files=tuple(_dropbox(name, file_id, functools.partial(
+                    check_l2b_npy, image_shape=CUB_IMAGE_SHAPE))
+                    for name, file_id in (('valid', '2cv4lfdmaja0wq6'), ('test', '1oxiehzuqvuil60')))),
+            'caltech': Source(
+                description='CUB_200_2011.tgz (CaltechDATA, md5 checked) built as l2b\'s earlier script: '
+                            'classes 2 mod 4 -> valid, 0 mod 4 -> test, 84x84, non-RGB images dropped',
+                preprocess=preprocess_cub_caltech, options=('progress',),
+                files=(RemoteFile('CUB_200_2011', 'CUB_200_2011.tgz', CUB_CALTECH_URL,
+                                  CUB_CALTECH_MD5),)),
         }),
 }
 
@@ -432,6 +669,13 @@ def _parser():
                    help='mimgnet --source csv: the folder holding the miniImageNet images named '
                         'in the csvs (default <data_root>/mimgnet/images); the cache is built '
                         'from there')
+    p.add_argument('--jpeg_roundtrip', action='store_true',
+                   help='cifar: save each image as JPEG (PIL default quality) and decode it again, '
+                        "reproducing l2b's lossy preprocessing (default: exact pixels)")
+    p.add_argument('--svhn_val', default=None, choices=('fixed', 'random'),
+                   help="svhn: the validation images. fixed (default): l2b's val_idx.npy (its --ver 1, "
+                        'the set its models used); random: 600 per class drawn as l2b\'s --ver 2 '
+                        '(np.random.seed(222), per-class shuffles)')
     return p
 
 
@@ -470,6 +714,9 @@ def main(argv=None):
             log.warning('--%s has no effect for %s/%s.', extra, args.dataset, source_name)
     if args.images_dir and source.preprocess is not preprocess_mimgnet_csv:
         parser.error('--images_dir only applies to --dataset mimgnet --source csv')
+    for option, where in (('jpeg_roundtrip', '--dataset cifar'), ('svhn_val', '--dataset svhn')):
+        if getattr(args, option) not in (None, False) and option not in source.options:
+            parser.error(f'--{option} only applies to {where}')
     for f in source.files:
         if f not in wanted and f.name in overrides:
             log.warning('--url_override for %s is ignored: pass --%s to fetch that file.',
@@ -479,6 +726,8 @@ def main(argv=None):
     if args.no_verify:
         log.warning('--no_verify: the known checksums are not checked.')
     try:
+        if source.prepare is not None:
+            source.prepare(dataset_dir)
         paths = []
         for f in wanted:
             if f.name in overrides:
@@ -504,6 +753,8 @@ def main(argv=None):
         result = None
         if source.preprocess is not None and not args.no_preprocess:
             extra = {'images_dir': args.images_dir} if args.images_dir else {}
+            for option in source.options:
+                extra[option] = not args.no_progress if option == 'progress' else getattr(args, option)
             result = source.preprocess(dataset_dir, paths, args.force, **extra)
     except DownloadError as exc:
         print(f'error: {exc}', file=sys.stderr)

@@ -1,16 +1,21 @@
-"""miniImageNet reader: metadrop's npy files, or the Ravi & Larochelle csv split of JPEGs.
+"""miniImageNet reader: metadrop's or l2b's npy files, or the Ravi & Larochelle csv split of JPEGs.
 
 Files under <data_root>/mimgnet/ (option `mimgnet_layout`; 'auto' takes npy when train.npy
 exists, else the csv layout):
 
-  npy (metadrop): train.npy and test.npy, which metadrop's data.py reshapes to
+  npy (metadrop, l2b): train.npy and test.npy, which metadrop's data.py reshapes to
     [64, 600, 21168] and [20, 600, 21168]; 21168 = 84*84*3 values per image in HWC order.
     Any stored shape with that many values per image is accepted: [C, n, 21168] and
     [C, n, 84, 84, 3] give the class and per-class counts; a flat [N, 21168], [N, 84, 84, 3]
     or 1-D array is cut into classes of 600 images as metadrop does. The files are memory-
     mapped (np.load(mmap_mode='r')) and reshaped as a view, never copied; an episode reads
-    only its own images. There is no validation split: validation uses the meta-test split,
-    exactly as metadrop did (val_is_test=True).
+    only its own images. metadrop has no validation split: without valid.npy, validation
+    uses the meta-test split, exactly as metadrop did (val_is_test=True). l2b (Bayesian
+    TAML; get_data.py --source l2b) also has valid.npy, the 16 validation classes, which is
+    then used for validation (val_is_test=False). l2b's files are per-class arrays
+    [C, 600, 84, 84, 3] whose dtype is not documented: numeric files are read as below;
+    pickled object arrays are never loaded here, get_data.py converts them once into uint8
+    [C, 600, 84, 84, 3] through a restricted unpickler (data.perclass).
     Values: the dtype of the Dropbox files is not documented (fidelity notes 4.1). A float
     file is used as stored, as metadrop does. A uint8 file is read as x / 255 (ClassSplit's
     rule for uint8 storage, the [0, 1] range cbfinn/maml feeds): metadrop would have fed 0..255
@@ -105,8 +110,17 @@ def npy_geometry(shape, per_class=METADROP_PER_CLASS):
     return images // per_class, per_class
 
 
-def _load_npy(path: Path):
+def _load_npy(path: Path, data_root=None):
     """The memory-mapped array of `path`, reshaped (a view) to [C, n, 84, 84, 3]."""
+    from .perclass import read_npy_header
+    if read_npy_header(path).dtype.hasobject:
+        # l2b's files, if they are object arrays (their dtype is not documented).
+        raise DatasetError(
+            f'{path} holds Python objects (a pickled object array); they are never loaded with '
+            f'allow_pickle because unpickling can run code. If these are l2b\'s files, convert them '
+            f'once through a restricted unpickler with: '
+            f'{get_data_command(path.parent.parent if data_root is None else data_root, "l2b")} '
+            f'(files already there are kept and converted); otherwise delete it and download it again')
     arr = open_npy_memmap(path)   # never unpickles
     if arr.dtype.kind not in 'uif':
         raise DatasetError(f'{path} holds {arr.dtype} values; expected uint8 or float images')
@@ -123,23 +137,33 @@ def _load_npy(path: Path):
     return arr.reshape(geometry + IMAGE_SHAPE)   # a view of the memmap, not a copy
 
 
-def _npy_dataset(mimgnet_dir: Path):
+def _npy_dataset(mimgnet_dir: Path, data_root=None):
     splits = {}
-    for which in ('train', 'test'):
-        arr = _load_npy(mimgnet_dir / f'{which}.npy')
-        splits[which] = ClassSplit(arr, names=[f'{which}.npy/class{c:03d}' for c in range(len(arr))],
+    for which, stem in (('train', 'train'), ('val', 'valid'), ('test', 'test')):
+        path = mimgnet_dir / f'{stem}.npy'
+        if which == 'val' and not path.is_file():
+            continue
+        arr = _load_npy(path, data_root)
+        splits[which] = ClassSplit(arr, names=[f'{stem}.npy/class{c:03d}' for c in range(len(arr))],
                                    name=which, dataset='mimgnet')
     tr, te = splits['train'], splits['test']
-    if tr.image_shape != te.image_shape:  # pragma: no cover - both are IMAGE_SHAPE by construction
-        raise DatasetError(f'train.npy and test.npy hold images of different shapes')
-    dtypes = {tr._stacked.dtype, te._stacked.dtype}
+    val_is_test = 'val' not in splits
+    va = te if val_is_test else splits['val']
+    if len({tr.image_shape, va.image_shape, te.image_shape}) != 1:  # pragma: no cover - IMAGE_SHAPE
+        raise DatasetError(f'the npy files of {mimgnet_dir} hold images of different shapes')
+    dtypes = {s._stacked.dtype for s in (tr, va, te)}
     values = ', '.join(sorted(f'{d} {"read as x/255" if d == np.uint8 else "used as stored"}'
                               for d in dtypes))
-    desc = (f'mimgnet (metadrop npy train.npy [{tr.n_classes}, {tr.counts[0]}, {PIXELS}] + test.npy '
-            f'[{te.n_classes}, {te.counts[0]}, {PIXELS}], memory-mapped, {values}; no validation '
-            f'split, validation uses the meta-test split as metadrop): train {tr.n_classes} / val=test / '
-            f'test {te.n_classes} classes')
-    return FewShotDataset('mimgnet', tr, te, te, IMAGE_SHAPE, True, desc)
+    if val_is_test:
+        desc = (f'mimgnet (metadrop npy train.npy [{tr.n_classes}, {tr.counts[0]}, {PIXELS}] + test.npy '
+                f'[{te.n_classes}, {te.counts[0]}, {PIXELS}], memory-mapped, {values}; no validation '
+                f'split, validation uses the meta-test split as metadrop): train {tr.n_classes} / val=test / '
+                f'test {te.n_classes} classes')
+    else:
+        desc = (f'mimgnet (npy train.npy / valid.npy / test.npy as l2b, memory-mapped, {values}): '
+                f'train {tr.n_classes} / val {va.n_classes} / test {te.n_classes} classes x '
+                f'{tr.counts[0]}/{va.counts[0]}/{te.counts[0]} images')
+    return FewShotDataset('mimgnet', tr, va, te, IMAGE_SHAPE, val_is_test, desc)
 
 
 # ----------------------------------------------------------------------------- csv / folder sources
@@ -448,8 +472,9 @@ def load(data_root='./data', mimgnet_layout='auto') -> FewShotDataset:
 
     Args:
       mimgnet_layout: 'auto' (npy when train.npy exists, else csv), 'npy' (metadrop's
-        train.npy/test.npy, val = test) or 'csv' (images/ + train/val/test.csv, or
-        train/ val/ test/ class folders, cached as cache_{split}.npy).
+        train.npy/test.npy, val = test; l2b's also have valid.npy, used for validation) or
+        'csv' (images/ + train/val/test.csv, or train/ val/ test/ class folders, cached as
+        cache_{split}.npy).
     """
     mimgnet_dir = Path(data_root) / 'mimgnet'
     if mimgnet_layout not in LAYOUTS:
@@ -460,6 +485,7 @@ def load(data_root='./data', mimgnet_layout='auto') -> FewShotDataset:
         if missing:
             raise DatasetError(f'metadrop miniImageNet files missing: {", ".join(missing)} (the npy layout '
                                f'needs train.npy and test.npy in {mimgnet_dir}). Get them with: '
-                               f'{get_data_command(data_root)}')
-        return _npy_dataset(mimgnet_dir)
+                               f'{get_data_command(data_root)} (or l2b\'s train/valid/test.npy with: '
+                               f'{get_data_command(data_root, "l2b")})')
+        return _npy_dataset(mimgnet_dir, data_root)
     return _csv_dataset(mimgnet_dir, data_root)

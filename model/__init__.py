@@ -77,11 +77,24 @@ def _build_metadrop(cfg, way, image_shape):
                                  **_options(cfg, net))
 
 
+def _build_taml(cfg, way, image_shape):
+    from model import taml as _taml
+    # l2b's Conv4: 32 channels whatever the input, and a constant zero head.
+    net = _nets.Conv4(way, cfg.n_channel or 32, image_shape, 'metadrop', zero_head=True,
+                      input_norm=input_normalization(cfg))
+    return _taml.TAML(net, max_shot=cfg.max_shot, inner_lr=cfg.inner_lr, n_steps=cfg.n_steps,
+                      n_test_steps=cfg.n_test_steps, alpha_on=cfg.alpha_on,
+                      omega_on=cfg.omega_on, gamma_on=cfg.gamma_on, z_on=cfg.z_on,
+                      alpha_init=0.01 if cfg.alpha_init is None else cfg.alpha_init,
+                      n_mc_samples=cfg.n_mc_samples, l2b_padding=cfg.l2b_padding)
+
+
 MODELS = {
     'maml': lambda cfg, way, shape: _build_maml_family(cfg, way, shape),
     'fomaml': lambda cfg, way, shape: _build_maml_family(cfg, way, shape, first_order=True),
     'metasgd': lambda cfg, way, shape: _build_maml_family(cfg, way, shape, meta_sgd=True),
     'metadrop': _build_metadrop,
+    'taml': _build_taml,
 }
 
 

@@ -56,7 +56,8 @@ from model import steps
 # Flags that change the model's variables or the method: a checkpoint is only valid for
 # the values it was trained with.
 STRUCTURAL_FLAGS = ('model', 'maml', 'backbone', 'n_channel', 'dataset', 'way', 'image_size',
-                    'channels', 'zero_head', 'normalization')
+                    'channels', 'zero_head', 'normalization', 'alpha_on', 'omega_on',
+                    'gamma_on', 'z_on')
 # ... and for resuming meta_train only (the optimiser state is not restored at test).
 TRAIN_STRUCTURAL_FLAGS = ('optimizer',)
 
@@ -233,6 +234,9 @@ def write_atomically(path, text):
 
 
 class Runner:
+    TRAIN_LOG = 'meta_train.log'
+    FIRST_ITERATION = 0   # metadrop counts 0..n_train_iters
+
     def __init__(self, cfg, log=print):
         self.strategy = make_strategy(cfg)
         self.is_chief = True
@@ -568,7 +572,7 @@ class Runner:
             self.sampler('val')  # fails now, not at the first validation, if sizes are impossible
             self.max_bad_steps = cfg.max_bad_steps
 
-            logpath = os.path.join(d, 'meta_train.log')
+            logpath = os.path.join(d, self.TRAIN_LOG)
             # A kill can cut only the line being written (each line is one flushed write,
             # appended): end that line before appending.
             partial_line = False
@@ -612,13 +616,12 @@ class Runner:
                   f'--n_train_iters is {cfg.n_train_iters}; nothing to do')
             return
 
-        def train_episode(i):
-            rng = episode_rng(cfg.seed, TRAIN_STREAM, i)
-            return self.augmenter(train_sampler.sample(rng, cfg.metabatch), rng)
-
-        episodes = ((i, train_episode(i)) for i in range(start, cfg.n_train_iters + 1))
+        first = max(start, self.FIRST_ITERATION)
+        episodes = ((i, self.train_episode(train_sampler, i))
+                    for i in range(first, cfg.n_train_iters + 1))
         t0 = time.time()
-        run_loss, run_acc, run_n = 0., 0., 0
+        running = {}   # sums since the last log line: loss, acc and a method's own metrics
+        run_n = 0
         bad_in_a_row = 0
         last_lr = None
         bar = tqdm(total=cfg.n_train_iters + 1, initial=start, desc='meta_train',
@@ -630,12 +633,15 @@ class Runner:
                     if lr != last_lr:   # an eager assign only when the schedule moves
                         self.optimizer.learning_rate.assign(lr)
                         last_lr = lr
-                    loss, acc, applied = self.train_step(*ep)
+                    loss, acc, applied, *extras = self.train_step(*ep)
                     bar.update(1)
                     if bool(applied):
                         bad_in_a_row = 0
-                        run_loss += float(loss)
-                        run_acc += float(np.mean(acc))
+                        values = dict(loss=float(loss), acc=float(np.mean(acc)),
+                                      **{k: float(v) for k, v in (extras[0] if extras else
+                                                                  {}).items()})
+                        for k, v in values.items():
+                            running[k] = running.get(k, 0.) + v
                         run_n += 1
                     else:
                         bad_in_a_row += 1
@@ -659,24 +665,16 @@ class Runner:
                             write(f'stopped: {message}')
                             raise NonFiniteError(message)
                     if i % cfg.print_freq == 0:
-                        mean_loss = run_loss / run_n if run_n else float('nan')
-                        mean_acc = run_acc / run_n if run_n else float('nan')
-                        write(f'Iter {i} start, learning rate {lr:f}', leading_blank=True)
-                        write(f'meta_train: episode {i * cfg.metabatch}, ({time.time() - t0:.3f} '
-                              f'secs), cent {mean_loss:f}, acc {mean_acc:f}')
-                        tf.summary.scalar('meta_train/cent', mean_loss, step=i)
-                        tf.summary.scalar('meta_train/acc', mean_acc, step=i)
+                        means = {k: (v / run_n if run_n else float('nan'))
+                                 for k, v in running.items()} if running else \
+                            dict(loss=float('nan'), acc=float('nan'))
+                        self.log_training(write, i, lr, means, time.time() - t0)
                         tf.summary.scalar('meta_train/learning_rate', lr, step=i)
-                        run_loss, run_acc, run_n = 0., 0., 0
+                        running, run_n = {}, 0
                     if i % cfg.val_freq == 0 and self._stop_signal is None:
-                        vloss, vacc = self.evaluate('val', cfg.n_val_batches, VAL_STREAM,
-                                                    'validation')
-                        write(f'meta_test : episode {i * cfg.metabatch}, ({time.time() - t0:.3f} '
-                              f'secs), cent {vloss:f}, acc {np.mean(vacc):f}')
-                        tf.summary.scalar('meta_val/cent', vloss, step=i)
-                        tf.summary.scalar('meta_val/acc', float(np.mean(vacc)), step=i)
-                    if i % cfg.save_freq == 0 or i == cfg.n_train_iters or \
-                            self._stop_signal is not None:
+                        self.validate(write, i, time.time() - t0)
+                    self.after_iteration(write, i)
+                    if self.should_save(i) or self._stop_signal is not None:
                         self.save(manager, i)
                         writer.flush()
                     if self._stop_signal is not None:
@@ -692,6 +690,33 @@ class Runner:
                 writer.flush()
             except Exception:
                 pass
+
+    # ---- what a method may change in the training loop ----------------------------
+    def train_episode(self, sampler, i):
+        """The metabatch of iteration i (seeded by i, so a resumed run sees the same)."""
+        rng = episode_rng(self.cfg.seed, TRAIN_STREAM, i)
+        return self.augmenter(sampler.sample(rng, self.cfg.metabatch), rng)
+
+    def log_training(self, write, i, lr, means, secs):
+        """metadrop's two lines every --print_freq iterations (means over them)."""
+        write(f'Iter {i} start, learning rate {lr:f}', leading_blank=True)
+        write(f'meta_train: episode {i * self.cfg.metabatch}, ({secs:.3f} secs), cent '
+              f'{means["loss"]:f}, acc {means["acc"]:f}')
+        tf.summary.scalar('meta_train/cent', means['loss'], step=i)
+        tf.summary.scalar('meta_train/acc', means['acc'], step=i)
+
+    def validate(self, write, i, secs):
+        vloss, vacc = self.evaluate('val', self.cfg.n_val_batches, VAL_STREAM, 'validation')
+        write(f'meta_test : episode {i * self.cfg.metabatch}, ({secs:.3f} secs), cent '
+              f'{vloss:f}, acc {np.mean(vacc):f}')
+        tf.summary.scalar('meta_val/cent', vloss, step=i)
+        tf.summary.scalar('meta_val/acc', float(np.mean(vacc)), step=i)
+
+    def after_iteration(self, write, i):
+        """Anything a method logs on its own cadence (TAML's balancing variables)."""
+
+    def should_save(self, i):
+        return i % self.cfg.save_freq == 0 or i == self.cfg.n_train_iters
 
     # ---- meta-test -----------------------------------------------------------------
     def restore_for_test(self):

@@ -21,7 +21,8 @@ def episode_spec(n_tasks, n_support, n_query, image_shape):
 
 def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True, clip_norm=0.,
                     strategy=None):
-    """(xs, ys, xq, yq) -> (mean query loss, per-task query accuracy [T], applied); updates
+    """(xs, ys, xq, yq) -> (mean query loss, per-task query accuracy [T], applied), plus
+    a dict of the means of a method's named metrics when its task_loss returns them; updates
     the model's outer variables with the clipped meta-gradient (by value, then by global
     norm when clip_norm > 0).
 
@@ -44,7 +45,10 @@ def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True, cli
                     for t in range(n)]
             loss = tf.reduce_mean(tf.stack([o[0] for o in outs]))
         grads = tape.gradient(loss, variables)
-        return loss, tf.stack([o[1] for o in outs]), grads
+        # A method may also return named per-task metrics (TAML: cent, kl): their means.
+        extras = {k: tf.reduce_mean(tf.stack([o[2][k] for o in outs]))
+                  for k in (outs[0][2] if len(outs[0]) > 2 else {})}
+        return loss, tf.stack([o[1] for o in outs]), grads, extras
 
     def apply(loss, grads):
         def update():
@@ -59,11 +63,14 @@ def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True, cli
             return tf.cond(finite, update, lambda: tf.constant(False))
         return update()
 
+    def result(loss, acc, applied, extras):
+        return (loss, acc, applied, extras) if extras else (loss, acc, applied)
+
     if strategy is None:
         @tf.function(input_signature=spec)
         def train_step(xs, ys, xq, yq):
-            loss, acc, grads = tasks_and_gradient(xs, ys, xq, yq, n_tasks)
-            return loss, acc, apply(loss, grads)
+            loss, acc, grads, extras = tasks_and_gradient(xs, ys, xq, yq, n_tasks)
+            return result(loss, acc, apply(loss, grads), extras)
         return train_step
 
     n_replicas = strategy.num_replicas_in_sync
@@ -77,21 +84,23 @@ def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True, cli
         ctx = tf.distribute.get_replica_context()
         first = ctx.replica_id_in_sync_group * per_replica
         mine = [t[first:first + per_replica] for t in (xs, ys, xq, yq)]
-        loss, acc, grads = tasks_and_gradient(*mine, per_replica)
+        loss, acc, grads, extras = tasks_and_gradient(*mine, per_replica)
         present = [g for g in grads if g is not None]
         reduced = iter(ctx.all_reduce(mean, present))
         grads = [None if g is None else next(reduced) for g in grads]
-        return ctx.all_reduce(mean, loss), ctx.all_gather(acc, axis=0), grads
+        extras = {k: ctx.all_reduce(mean, v) for k, v in extras.items()}
+        return ctx.all_reduce(mean, loss), ctx.all_gather(acc, axis=0), grads, extras
 
     def local(value):
         return strategy.experimental_local_results(value)[0]
 
     @tf.function(input_signature=spec)
     def train_step(xs, ys, xq, yq):
-        loss, acc, grads = strategy.run(replica_fn, args=(xs, ys, xq, yq))
+        loss, acc, grads, extras = strategy.run(replica_fn, args=(xs, ys, xq, yq))
         loss, acc = local(loss), local(acc)
         grads = [None if g is None else local(g) for g in grads]
-        return loss, acc, apply(loss, grads)
+        extras = {k: local(v) for k, v in extras.items()}
+        return result(loss, acc, apply(loss, grads), extras)
 
     return train_step
 
