@@ -191,7 +191,7 @@ class TamlRunner(Runner):
         model = self.model
         if not (model.on['omega'] or model.on['gamma']) or i % cfg.balance_freq:
             return
-        for flag, ood in (('ID ', False), ('OOD', True)):
+        for flag, ood in (('ID', False), ('OOD', True)):
             if ood and self.ood_split('val') is None:
                 continue
             ep = self.sampler('val', ood).sample(

@@ -96,3 +96,44 @@ def test_pytorch_maml_template_runfile():
     assert (train['--optimizer'], train['--meta_lr'], train['--lr_milestones'],
             train['--augment']) == ('sgd', '0.01', '24000,28000', 'flip')
     assert test['--n_test_iters'] == '8000'
+
+
+@pytest.mark.parametrize('name,train,test', [
+    ('l2b_cifar_maml.sh', dict(metabatch='4', n_train_iters='50000', meta_lr='1e-3',
+                               inner_lr='0.5'), dict(n_mc_samples='0')),
+    ('l2b_cifar_msgd.sh', dict(metabatch='4', n_train_iters='50000', meta_lr='1e-3',
+                               alpha_on=True), dict(n_mc_samples='0', alpha_on=True)),
+    ('l2b_cifar_taml.sh', dict(metabatch='4', n_train_iters='50000', meta_lr='1e-3',
+                               alpha_on=True, omega_on=True, gamma_on=True, z_on=True),
+     dict(n_mc_samples='10', omega_on=True, gamma_on=True, z_on=True)),
+    ('l2b_mimgnet_maml.sh', dict(metabatch='1', n_train_iters='80000', meta_lr='1e-4',
+                                 inner_lr='0.1'), dict(n_mc_samples='0', inner_lr='0.1')),
+    ('l2b_mimgnet_msgd.sh', dict(metabatch='1', n_train_iters='80000', meta_lr='1e-4',
+                                 alpha_on=True), dict(n_mc_samples='0')),
+    ('l2b_mimgnet_taml.sh', dict(metabatch='1', n_train_iters='80000', meta_lr='1e-4',
+                                 alpha_on=True, omega_on=True, gamma_on=True, z_on=True),
+     dict(n_mc_samples='10', alpha_on=True, z_on=True)),
+])
+def test_l2b_runfiles_use_the_originals_values(name, train, test):
+    """l2b runfiles/*.sh: way 5, max_shot 50, query 15, 5 inner steps at meta-train and 10 at
+    meta-test on 1000 episodes, and the per-run values; validation every 10000 iterations on
+    3000 episodes, checkpoints every 10000."""
+    tr, te = flags_of(name)
+    assert tr['--mode'] == 'meta_train' and te['--mode'] == 'meta_test'
+    ood = 'svhn' if 'cifar' in name else 'cub'
+    for d in (tr, te):
+        assert d['--model'] == 'taml' and d['--way'] == '5' and d['--max_shot'] == '50'
+        assert d['--query'] == '15' and d['--ood_dataset'] == ood
+        assert d['--metabatch'] == train['metabatch']
+    assert tr['--n_steps'] == '5' and te['--n_steps'] == '10'
+    assert te['--n_test_episodes'] == '1000'
+    assert tr['--val_freq'] == tr['--save_freq'] == '10000'
+    assert int(tr['--n_val_batches']) * int(train['metabatch']) == 3000
+    for k, v in train.items():
+        assert tr[f'--{k}'] == v, k
+    for k, v in test.items():
+        assert te[f'--{k}'] == v, k
+    switches = [f'--{s}_on' for s in ('alpha', 'omega', 'gamma', 'z')]
+    assert [s in tr for s in switches] == [s in te for s in switches]
+    cfg = main.parse_config([a for a in commands(RUNFILES[0].parent / name)[1] if a != 'X'])
+    assert cfg.n_test_iters == 1000 and cfg.dataset == ('cifar' if ood == 'svhn' else 'mimgnet')

@@ -1,0 +1,131 @@
+"""Bayesian TAML through the runner (model/taml_runner.py) on the embedded synthetic dataset:
+l2b's train.log, ID/OOD validation records, best-checkpoint selection, the meta-test log
+name and lines, and usage errors."""
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from absl import app
+
+import main
+from model.taml_runner import TamlRunner, gamma_table, omega_table
+
+TINY = ['--model', 'taml', '--dataset', 'synthetic', '--way', '3', '--max_shot', '4',
+        '--query', '2', '--metabatch', '2', '--n_steps', '1', '--n_channel', '8',
+        '--noprogress', '--n_val_batches', '2', '--n_test_episodes', '6']
+ALL_ON = ['--alpha_on', '--omega_on', '--gamma_on', '--z_on']
+
+
+def runner(savedir, *extra):
+    return TamlRunner(main.parse_config(['--savedir', str(savedir), *TINY, *extra]))
+
+
+def test_train_log_validation_records_and_balancing_tables(tmp_path):
+    r = runner(tmp_path, *ALL_ON, '--ood_dataset', 'synthetic', '--n_train_iters', '4',
+               '--print_freq', '2', '--val_freq', '2', '--balance_freq', '4',
+               '--save_freq', '100', '--max_to_keep', '10')
+    r.meta_train()
+    log = (tmp_path / 'train.log').read_text()
+    assert log.startswith('alpha_init: None\nalpha_on: True\n')
+    assert re.search(r'\n\nIter 2 start, learning rate 0\.001000\n'
+                     r'train: cent \d\.\d{4}, kl \d\.\d{4}, id_acc \d\.\d{4}\n'
+                     r'val  : cent \d\.\d{4}, kl \d\.\d{4}, id_acc \d\.\d{4}, ood_acc \d\.\d{4}\n',
+                     log), log
+    assert 'Iter 1 start' not in log and 'Iter 4 start' in log
+    # The balancing variables at iteration 4, for ID then OOD tasks.
+    assert log.count('*** Gamma for task imbalance ***') == 2
+    assert log.count('*** Omega for class imbalance ***') == 2
+    assert log.index('\nID \n') < log.index('\nOOD \n')
+    rows = re.findall(r'task \d: N=\s*(\d+) ((?:\d\.\d{3} ){5})\n', log)
+    assert len(rows) == 20
+    sizes = [int(n) for n, _ in rows[:10]]
+    assert sizes == sorted(sizes) and all(1 * 3 <= n <= 4 * 3 for n in sizes)
+    records = json.loads((tmp_path / 'validation.json').read_text())
+    assert [r['iteration'] for r in records] == [2, 4]
+    for rec in records:
+        assert rec['score'] == pytest.approx(rec['id_acc'] + rec['ood_acc'])
+        assert (tmp_path / f'{rec["checkpoint"]}.index').exists()   # every validated one saved
+    assert os.listdir(tmp_path / 'tensorboard')
+
+
+def test_meta_test_uses_the_best_validated_checkpoint_and_l2bs_log_name(tmp_path):
+    r = runner(tmp_path, '--n_train_iters', '6', '--val_freq', '2', '--save_freq', '100',
+               '--print_freq', '100', '--max_to_keep', '10', '--omega_on')
+    r.meta_train()
+    records = json.loads((tmp_path / 'validation.json').read_text())
+    assert [x['iteration'] for x in records] == [2, 4, 6]
+    # Make model-4 the best, with a tie at model-6: the earliest best wins, as l2b's argmax.
+    for x, score in zip(records, (0.2, 0.9, 0.9)):
+        x['score'] = score
+    (tmp_path / 'validation.json').write_text(json.dumps(records))
+    t = runner(tmp_path, '--mode', 'meta_test', '--n_steps', '2', '--omega_on')
+    result = t.meta_test()
+    assert result['checkpoint'] == 'model-4'
+    log = (tmp_path / 'test_step2_mc0.log').read_text().splitlines()
+    assert log[0] == 'Meta-test model-4'
+    assert re.fullmatch(r'id /synthetic acc: \d+\.\d\d \+- \d+\.\d\d', log[1])
+    assert len(log) == 2   # no OOD dataset: ID only
+    res = json.loads((tmp_path / 'test_step2_mc0.json').read_text())
+    assert res['results']['id/synthetic']['n_episodes'] == 6
+    assert res['n_test_steps'] == 2
+    # The best checkpoint deleted: the next best is used, and the run says so.
+    for f in tmp_path.glob('model-4.*'):
+        f.unlink()
+    notes = []
+    t = TamlRunner(main.parse_config(['--savedir', str(tmp_path), *TINY, '--mode', 'meta_test',
+                                      '--omega_on', '--n_mc_samples', '2']), log=notes.append)
+    result = t.meta_test()
+    assert result['checkpoint'] == 'model-6'
+    assert any('model-4' in n for n in notes), notes   # unreadable, so the next best
+    assert (tmp_path / 'test_step1_mc2.log').exists()
+
+
+def test_tables_match_l2bs_printout():
+    counts = np.array([[1, 4, 6, 17, 29], [15, 15, 15, 15, 15]])
+    gamma = np.array([[0.772, 0.775, 0.523, 0.627, 9.438], [0.807, 0.917, 0.834, 0.851, 4.897]])
+    assert gamma_table(counts, gamma)[1:] == [
+        '*** Gamma for task imbalance ***',
+        '              conv1 conv2 conv3 conv4 dense',
+        'task 1: N= 75 0.807 0.917 0.834 0.851 4.897 ',
+        'task 0: N= 57 0.772 0.775 0.523 0.627 9.438 ']
+    omega = np.array([[0.029, 0.444, 0.056, 0.273, 0.198], [0.2] * 5])
+    counts = np.array([[29, 1, 17, 4, 6], [15] * 5])
+    assert omega_table(counts, omega)[1:] == [
+        '*** Omega for class imbalance ***',
+        '         C1  C2  C3  C4  C5        C1    C2    C3    C4    C5',
+        'task 0:   1   4   6  17  29 --> 0.444 0.273 0.198 0.056 0.029 ',
+        'task 1:  15  15  15  15  15 --> 0.200 0.200 0.200 0.200 0.200 ']
+
+
+@pytest.mark.parametrize('argv,says', [
+    (['--model', 'taml', '--dataset', 'svhn'], 'out-of-distribution dataset with no training'),
+    (['--model', 'maml', '--omega_on'], 'only apply to --model taml'),
+    (['--model', 'taml', '--bn_mode', 'episodic'], 'does not take'),
+    (['--model', 'taml', '--mode', 'export'], 'meta_train and meta_test'),
+    (['--model', 'taml', '--backbone', 'resnet12'], "l2b's Conv4"),
+    (['--model', 'taml', '--ood_dataset', 'nope'], "--ood_dataset 'nope'"),
+])
+def test_usage_errors(argv, says):
+    with pytest.raises(app.UsageError, match=re.escape(says)):
+        main.parse_config(['--savedir', '/tmp/x', *argv])
+
+
+def test_id_dataset_is_the_dataset_trained_on():
+    cfg = main.parse_config(['--savedir', '/tmp/x', '--model', 'taml', '--id_dataset', 'cifar',
+                             '--ood_dataset', 'svhn', '--n_test_episodes', '250'])
+    assert cfg.dataset == 'cifar' and cfg.n_test_iters == 250
+
+
+@pytest.mark.slow
+def test_short_synthetic_taml_run_learns_above_chance(tmp_path):
+    r = TamlRunner(main.parse_config([
+        '--savedir', str(tmp_path), '--model', 'taml', *ALL_ON, '--dataset', 'synthetic',
+        '--way', '5', '--max_shot', '5', '--query', '5', '--metabatch', '2', '--n_steps', '2',
+        '--n_train_iters', '150', '--print_freq', '50', '--val_freq', '150',
+        '--n_val_batches', '5', '--n_test_episodes', '100', '--noprogress']))
+    r.meta_train()
+    result = r.meta_test()
+    acc = result['results']['id/synthetic']['accuracy']
+    assert acc > 45, result     # chance is 20%
