@@ -313,24 +313,9 @@ def load_pickle(path, offset=0):
     restricted unpickler: numpy arrays and plain Python data only; a pickle that asks for
     anything else (os.system, a class of some module) is refused with a DatasetError before
     that object is created. Python 2 pickles are read with encoding='latin1'."""
-    import pickle
-    from .tiered import _PlainDataUnpickler, _Refused
-    path = Path(path)
-    try:
-        with open(path, 'rb') as f:
-            f.seek(offset)
-            return _PlainDataUnpickler(f, encoding='latin1').load()
-    except _Refused as e:
-        raise DatasetError(
-            f'{path} is refused: its pickle holds objects other than numpy arrays and plain Python '
-            f'data (it asks for {e}), and unpickling it could run code. Delete it and download the '
-            f'published file again') from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            ImportError, IndexError, KeyError, MemoryError) as e:
-        raise DatasetError(f'{path} holds an unreadable pickle ({type(e).__name__}: {e}); it is truncated '
-                           f'or damaged: delete it and download it again') from None
-    except OSError as e:
-        raise DatasetError(f'cannot read {path} ({e})') from None
+    from .tiered import load_plain_pickle
+    return load_plain_pickle(path, offset,
+                             remedy='Delete it and download the published file again')
 
 
 def load_object_npy(path):

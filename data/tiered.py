@@ -105,7 +105,8 @@ class _PlainDataUnpickler(pickle.Unpickler):
         raise _Refused(f'{module}.{name}')
 
 
-def load_plain_pickle(path):
+def load_plain_pickle(path, offset=0, remedy='Use the published tieredImageNet files; delete '
+                      'this one and download it again'):
     """The object pickled in `path`, if it is made only of numpy arrays and builtin data.
 
     Raises DatasetError, having created nothing else, when the pickle refers to any other
@@ -114,12 +115,12 @@ def load_plain_pickle(path):
     path = Path(path)
     try:
         with open(path, 'rb') as f:
+            f.seek(offset)
             return _PlainDataUnpickler(f, encoding='latin1').load()
     except _Refused as e:
         raise DatasetError(
             f'{path} is refused: the pickle holds objects other than numpy arrays and plain '
-            f'Python data (it asks for {e}), and unpickling it could run code. Use the '
-            f'published tieredImageNet files; delete this one and download it again') from None
+            f'Python data (it asks for {e}), and unpickling it could run code. {remedy}') from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             ImportError, IndexError, KeyError, MemoryError) as e:
         raise DatasetError(f'{path} is not a readable pickle ({type(e).__name__}: {e}); it is '

@@ -728,13 +728,18 @@ class Runner:
             self.log(f'warning: {note}')
         return ckpt
 
+    def test_batches(self):
+        """How many metabatches meta_test runs (n_test_iters // metabatch, at least 1)."""
+        n_batches = self.cfg.n_test_iters // self.cfg.metabatch
+        if n_batches < 1:
+            raise RunError(f'--n_test_iters {self.cfg.n_test_iters} is smaller than --metabatch '
+                           f'{self.cfg.metabatch}: no episode to run')
+        return n_batches
+
     def meta_test(self):
         cfg = self.cfg
         ckpt = self.restore_for_test()
-        n_batches = cfg.n_test_iters // cfg.metabatch
-        if n_batches < 1:
-            raise RunError(f'--n_test_iters {cfg.n_test_iters} is smaller than --metabatch '
-                           f'{cfg.metabatch}: no episode to run')
+        n_batches = self.test_batches()
         t0 = time.time()
         loss, acc = self.evaluate('test', n_batches, TEST_STREAM, 'meta_test')
         mean, ci = confidence_interval(100. * acc)

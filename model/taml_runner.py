@@ -257,10 +257,7 @@ class TamlRunner(Runner):
     def meta_test(self):
         cfg = self.cfg
         ckpt = self.restore_for_test()
-        n_batches = cfg.n_test_iters // cfg.metabatch
-        if n_batches < 1:
-            raise RunError(f'--n_test_iters {cfg.n_test_iters} is smaller than --metabatch '
-                           f'{cfg.metabatch}: no episode to run')
+        n_batches = self.test_batches()
         name = os.path.basename(ckpt)
         n_mc = self.model.n_mc_samples
         lines = [f'Meta-test {name}']
