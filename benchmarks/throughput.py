@@ -35,7 +35,15 @@ CONFIGS = {
                            image=(28, 28, 1), n_channel=64, first_order=True),
     'mimg5_1shot': dict(way=5, shot=1, query=15, metabatch=4, n_steps=5, inner_lr=0.01,
                         image=(84, 84, 3), n_channel=32, first_order=False),
+    # Bayesian TAML's code path (l2b): imbalanced tasks of 1..max_shot shots, support sets
+    # zero-padded within the metabatch. --model maml / metasgd / taml = its switches off /
+    # alpha only / all four. No PyTorch reference exists for these.
+    'taml_omni5_imb': dict(way=5, max_shot=15, query=5, metabatch=4, n_steps=5, inner_lr=0.5,
+                           image=(28, 28, 1), n_channel=32, first_order=False),
+    'taml_cifar5': dict(way=5, max_shot=50, query=15, metabatch=4, n_steps=5, inner_lr=0.5,
+                        image=(32, 32, 3), n_channel=32, first_order=False),
 }
+TAML_SWITCHES = {'maml': (), 'metasgd': ('alpha',), 'taml': ('alpha', 'omega', 'gamma', 'z')}
 
 
 def peak_rss_mb():
@@ -46,11 +54,13 @@ def peak_rss_mb():
 def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1):
     import types
     import numpy as np
-    import main  # sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported, as a run does
+    __import__('main')  # sets TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
     import tensorflow as tf
     from model import build_model, optim, steps
 
     c = CONFIGS[name]
+    if 'max_shot' in c:
+        return taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples)
     if c['first_order']:
         if model_name not in ('maml', 'fomaml'):
             raise SystemExit(f'{name} is a first-order MAML configuration; run it with --model maml')
@@ -73,29 +83,77 @@ def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1):
                 rng.standard_normal((T, nq, *c['image']), dtype=np.float32), yq)
                for _ in range(4)]
 
+    return dict(config=name, model=model_name, **time_steps(train_step, eval_step, batches,
+                                                            windows, window_steps, test_batches))
+
+
+def time_steps(train_step, eval_step, batches, windows, window_steps, test_batches):
+    """First step, median steps/s over windows after 2 warm-up steps, first eval and test
+    episodes/s, on the given batches."""
     t = time.perf_counter()
     train_step(*batches[0])[0].numpy()
     first_step = time.perf_counter() - t
     for i in range(2):
-        train_step(*batches[i % 4])[0].numpy()
+        train_step(*batches[i % len(batches)])[0].numpy()
     rates = []
     for w in range(windows):
         t = time.perf_counter()
         for i in range(window_steps):
-            out = train_step(*batches[i % 4])
+            out = train_step(*batches[i % len(batches)])
         out[0].numpy()
         rates.append(window_steps / (time.perf_counter() - t))
-
     t = time.perf_counter()
-    eval_step(*batches[0])[1].numpy()
+    eval_step(*batches[0])[-1].numpy()
     first_eval = time.perf_counter() - t
     t = time.perf_counter()
     for i in range(test_batches):
-        eval_step(*batches[i % 4])[1].numpy()
-    test_eps = test_batches * T / (time.perf_counter() - t)
-    return dict(config=name, model=model_name, steps_per_s=statistics.median(rates),
-                window_rates=rates, first_step_s=first_step, first_eval_s=first_eval,
-                test_episodes_per_s=test_eps, peak_rss_mb=peak_rss_mb())
+        eval_step(*batches[i % len(batches)])[-1].numpy()
+    test_eps = test_batches * len(batches[0][0]) / (time.perf_counter() - t)
+    return dict(steps_per_s=statistics.median(rates), window_rates=rates,
+                first_step_s=first_step, first_eval_s=first_eval, test_episodes_per_s=test_eps,
+                peak_rss_mb=peak_rss_mb())
+
+
+def taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples):
+    """A TAML configuration: the runner's compiled steps (support length free) on imbalanced
+    padded metabatches of random images drawn by the ImbalancedSampler."""
+    import types
+    import numpy as np
+    __import__('main')  # TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
+    import tensorflow as tf
+    from data.episodes import ClassSplit, ImbalancedSampler
+    from model import build_model, optim, steps
+
+    if model_name not in TAML_SWITCHES:
+        raise SystemExit(f'{name} runs the TAML code path: use --model '
+                         f'{" / ".join(TAML_SWITCHES)} (switches off / alpha / all four)')
+    c = CONFIGS[name]
+    on = TAML_SWITCHES[model_name]
+    cfg = types.SimpleNamespace(model='taml', n_channel=c['n_channel'], inner_lr=c['inner_lr'],
+                                n_steps=c['n_steps'], n_test_steps=10, alpha_init=None,
+                                max_shot=c['max_shot'], n_mc_samples=mc_samples if on else 0,
+                                l2b_padding=False, normalization='none',
+                                **{f'{k}_on': k in on for k in ('alpha', 'omega', 'gamma', 'z')})
+    tf.random.set_seed(0)
+    model = build_model(cfg, c['way'], c['image'])
+    opt = optim.Adam(model.outer_variables, 1e-3)
+    T, nq = c['metabatch'], c['way'] * c['query']
+    train_step = steps.make_train_step(model, opt, 3.0,
+                                       steps.episode_spec(T, None, nq, c['image']))
+
+    @tf.function(input_signature=steps.episode_spec(None, None, None, c['image']))
+    def eval_step(xs, ys, xq, yq):
+        return tf.map_fn(lambda e: model.evaluate(*e), (xs, ys, xq, yq),
+                         fn_output_signature=(tf.float32,) * 3)
+
+    rng = np.random.default_rng(0)
+    split = ClassSplit(rng.integers(0, 256, (20, c['max_shot'] + c['query'], *c['image']),
+                                    dtype=np.uint8))
+    sampler = ImbalancedSampler(split, c['way'], c['max_shot'], c['query'])
+    batches = [sampler.sample(rng, T) for _ in range(4)]
+    label = model_name if model_name == 'taml' else f'taml:{model_name}'
+    return dict(config=name, model=label, **time_steps(train_step, eval_step, batches, windows,
+                                                       window_steps, test_batches))
 
 
 # ---- the reference (PyTorch, in subprocesses) ---------------------------------------------
@@ -173,12 +231,15 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--configs', default=','.join(CONFIGS),
                    help=f'comma-separated, from: {", ".join(CONFIGS)}')
-    p.add_argument('--model', default='maml', choices=['maml', 'fomaml', 'metasgd', 'metadrop'],
-                   help='our method (the *_fo configurations turn maml into fomaml); the PyTorch '
-                        'reference is MAML, so it runs only for the MAML family')
+    p.add_argument('--model', default='maml',
+                   choices=['maml', 'fomaml', 'metasgd', 'metadrop', 'taml'],
+                   help='our method (the *_fo configurations turn maml into fomaml; the taml_* '
+                        'configurations run l2b\'s code path: maml / metasgd / taml = its '
+                        'switches off / alpha / all four); the PyTorch reference is MAML, so it '
+                        'runs only for the MAML family on the non-TAML configurations')
     p.add_argument('--mc_samples', type=int, default=1,
                    help='--model metadrop: MC samples of the inner loss at meta-test (the '
-                        'runfiles use 30)')
+                        'runfiles use 30); --model taml: sampled test passes (l2b: 10)')
     p.add_argument('--windows', type=int, default=5, help='timed windows (median reported)')
     p.add_argument('--window_steps', type=int, default=3, help='steps per timed window')
     p.add_argument('--test_batches', type=int, default=5, help='meta-test metabatches timed')
@@ -199,6 +260,8 @@ def main(argv=None):
         return 0
 
     names = [n.strip() for n in args.configs.split(',') if n.strip()]
+    if args.model == 'taml' and args.configs == p.get_default('configs'):
+        names = [n for n in CONFIGS if 'max_shot' in CONFIGS[n]]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         p.error(f'unknown configuration(s) {", ".join(unknown)}; known: {", ".join(CONFIGS)}')
@@ -219,7 +282,7 @@ def main(argv=None):
     for name in names:
         ours = run_worker(name, args)
         ref = reference(name, args.reference, args.ref_iters, args.ref_test_episodes,
-                        args.threads) if have_ref else None
+                        args.threads) if have_ref and 'max_shot' not in CONFIGS[name] else None
         results.append(dict(ours=ours, reference=ref))
         line = (f'{name:16s} {ours["model"]:7s} train {fmt(ours["steps_per_s"])} steps/s, '
                 f'first step {fmt(ours["first_step_s"], 1)} s, test '
