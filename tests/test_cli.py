@@ -26,7 +26,7 @@ def run_main(capsys, *argv):
 @pytest.mark.parametrize('argv,message', [
     (['--mode', 'train'], "--mode 'train' is not one of meta_train, meta_test, export"),
     (['--model', 'reptile'], "--model 'reptile' is not one of maml, fomaml, metasgd"),
-    (['--dataset', 'cifar'], "--dataset 'cifar' is not one of omniglot, folder, synthetic"),
+    (['--dataset', 'cifar10'], "--dataset 'cifar10' is not one of omniglot, folder, synthetic"),
     (['--meta_lr', '-1'], '--meta_lr must be positive, got -1.0'),
     (['--way', '0'], '--way must be a positive integer, got 0'),
     ([], '--savedir is required'),

@@ -24,14 +24,20 @@ GRADIENT_CHECK = textwrap.dedent('''
     import json, sys
     import numpy as np
     import tensorflow as tf
-    from model import maml, nets, optim, runner, steps
+    from model import maml, nets, optim, runner, steps, taml
     runner.configure_cpu_devices(2)
 
     def build(strategy):
         with strategy.scope() if strategy else tf.name_scope('single'):
             tf.random.set_seed(0)
-            net = nets.Conv4(3, 4, (16, 16, 1), dtype=tf.float64)
-            model = maml.MAML(net, inner_lr=0.3, n_steps=2, bn_mode=sys.argv[1])
+            if sys.argv[1] == 'taml':   # all four switches, fixed posterior noise
+                net = nets.Conv4(3, 4, (16, 16, 1), dtype=tf.float64, zero_head=True)
+                model = taml.TAML(net, max_shot=3, n_steps=2, alpha_on=True, omega_on=True,
+                                  gamma_on=True, z_on=True)
+                model.noise = lambda shape, dtype: tf.fill(shape, tf.constant(0.3, dtype))
+            else:
+                net = nets.Conv4(3, 4, (16, 16, 1), dtype=tf.float64)
+                model = maml.MAML(net, inner_lr=0.3, n_steps=2, bn_mode=sys.argv[1])
             # SGD without momentum at lr 1: the update is minus the meta-gradient.
             return model, optim.SGD(model.outer_variables, 1.0, momentum=0.)
 
@@ -40,6 +46,10 @@ GRADIENT_CHECK = textwrap.dedent('''
     xs = rng.random((T, 6, 16, 16, 1))
     xq = rng.random((T, 9, 16, 16, 1))
     ys = np.tile(np.repeat(np.arange(3), 2), (T, 1)).astype(np.int32)
+    if sys.argv[1] == 'taml':   # imbalanced tasks, zero-padded support rows
+        ys[1] = [0, 1, 1, 2, -1, -1]
+        ys[2] = [0, 1, 2, -1, -1, -1]
+        xs[ys < 0] = 0.
     yq = np.tile(np.repeat(np.arange(3), 3), (T, 1)).astype(np.int32)
     spec = steps.episode_spec(T, 6, 9, (16, 16, 1))
     spec = [tf.TensorSpec(s.shape, tf.float64 if s.dtype == tf.float32 else s.dtype) for s in spec]
@@ -48,9 +58,10 @@ GRADIENT_CHECK = textwrap.dedent('''
     for name, strat in (('single', None), ('mirrored', strategy)):
         model, opt = build(strat)
         before = [v.numpy().copy() for v in model.outer_variables]
-        loss, acc, applied = steps.make_train_step(model, opt, 0., spec, strategy=strat)(
-            xs, ys, xq, yq)
+        loss, acc, applied, *extras = steps.make_train_step(model, opt, 0., spec,
+                                                            strategy=strat)(xs, ys, xq, yq)
         out[name] = dict(loss=float(loss), acc=acc.numpy().tolist(), applied=bool(applied),
+                         extras={k: float(v) for k, v in (extras[0] if extras else {}).items()},
                          grads=[(b - v.numpy()).ravel().tolist()
                                 for b, v in zip(before, model.outer_variables)])
     try:
@@ -70,9 +81,9 @@ def run_python(code, *args, env=None, timeout=300):
     return json.loads(line[len('RESULT'):])
 
 
-@pytest.mark.parametrize('bn_mode', ['transductive', 'episodic'])
+@pytest.mark.parametrize('bn_mode', ['transductive', 'episodic', 'taml'])
 def test_mirrored_meta_gradient_equals_single_device(bn_mode):
-    r = run_python(GRADIENT_CHECK, bn_mode)
+    r = run_python(GRADIENT_CHECK, bn_mode, timeout=900)
     assert r['replicas'] == 2
     single, mirrored = r['single'], r['mirrored']
     assert mirrored['applied'] and single['applied']
@@ -82,6 +93,10 @@ def test_mirrored_meta_gradient_equals_single_device(bn_mode):
                for a, b in zip(single['grads'], mirrored['grads']))
     scale = max(np.abs(np.array(a)).max() for a in single['grads'])
     assert scale > 1e-3 and diff < 1e-12 * max(1., scale), (diff, scale)
+    assert mirrored['extras'].keys() == single['extras'].keys()
+    for k, v in single['extras'].items():      # TAML's cent and kl, averaged over replicas
+        assert mirrored['extras'][k] == pytest.approx(v, rel=1e-12)
+    assert ('kl' in single['extras']) == (bn_mode == 'taml')
     assert 'metabatch 3 cannot be split evenly across 2 replicas' in r['odd_metabatch']
 
 
