@@ -131,7 +131,7 @@ def taml_worker(name, model_name, windows, window_steps, test_batches, mc_sample
     on = TAML_SWITCHES[model_name]
     cfg = types.SimpleNamespace(model='taml', n_channel=c['n_channel'], inner_lr=c['inner_lr'],
                                 n_steps=c['n_steps'], n_test_steps=10, alpha_init=None,
-                                max_shot=c['max_shot'], n_mc_samples=mc_samples if on else 0,
+                                max_shot=c['max_shot'], n_mc_samples=mc_samples,
                                 l2b_padding=False, normalization='none',
                                 **{f'{k}_on': k in on for k in ('alpha', 'omega', 'gamma', 'z')})
     tf.random.set_seed(0)

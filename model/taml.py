@@ -258,6 +258,8 @@ class TAML(MAML):
         posterior mean when n_mc is 0, else the average of n_mc sampled passes' softmax
         outputs (CE of that average)."""
         n_mc = self.n_mc_samples if n_mc is None else int(n_mc)
+        if self.encoder is None:
+            n_mc = 0   # nothing to sample (MAML, Meta-SGD): every pass would be the same
         passes = []
         for _ in range(max(n_mc, 1)):
             fast, kl, n = self.adapt_task(xs, ys, training=False, sample=n_mc > 0)
