@@ -26,6 +26,7 @@ On top of the shared engine (checkpoints, resume, signals, non-finite guard, pre
 import json
 import os
 import time
+import types
 
 import numpy as np
 import tensorflow as tf
@@ -36,7 +37,7 @@ from data.episodes import ImbalancedSampler, support_counts
 from model import steps
 from model.runner import (CHECKPOINT_NAME, Runner, RunError, confidence_interval,
                           dataset_options, episode_rng, prefetch, write_atomically,
-                          TRAIN_STREAM, VAL_STREAM, TEST_STREAM)
+                          VAL_STREAM, TEST_STREAM)
 
 BALANCE_STREAM = 3
 OOD_OFFSET = 1000   # OOD episodes come from streams of their own
@@ -148,9 +149,6 @@ class TamlRunner(Runner):
                 np.concatenate(accs))
 
     # ---- the training loop's hooks -------------------------------------------------
-    def train_episode(self, sampler, i):
-        return sampler.sample(episode_rng(self.cfg.seed, TRAIN_STREAM, i), self.cfg.metabatch)
-
     def log_training(self, write, i, lr, means, secs):
         write(f'Iter {i} start, learning rate {lr:f}', leading_blank=True)
         cent, kl = means.get('cent', means['loss']), means.get('kl', 0.)
@@ -292,7 +290,6 @@ class TamlRunner(Runner):
 
 
 def _with_dataset(cfg, name):
-    import types
     other = types.SimpleNamespace(**vars(cfg))
     other.dataset = name
     return other
