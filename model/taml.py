@@ -230,10 +230,11 @@ class TAML(MAML):
             return tf.reduce_mean(per_class)
         return tf.reduce_sum(tf.nn.softmax(omega) * per_class)
 
-    def adapt_task(self, xs, ys, training, sample):
-        """(adapted fast weights, KL / (N + M) without M) for one task: the balancing
-        variables, the modulated initialisation and the inner loop."""
-        values, kl = self.draw(self.posterior(xs, ys), sample)
+    def adapt_task(self, xs, ys, training, sample, post=None):
+        """(adapted fast weights, KL, N) for one task: the balancing variables, the
+        modulated initialisation and the inner loop. `post`: the task's posterior, if
+        already computed (it does not depend on the draw)."""
+        values, kl = self.draw(self.posterior(xs, ys) if post is None else post, sample)
         x, y = (xs, ys) if self.l2b_padding else self.real_rows(xs, ys)
         n = tf.cast(tf.shape(y)[0], self.net.dtype)
         start = self.net.initial_params()
@@ -260,9 +261,10 @@ class TAML(MAML):
         n_mc = self.n_mc_samples if n_mc is None else int(n_mc)
         if self.encoder is None:
             n_mc = 0   # nothing to sample (MAML, Meta-SGD): every pass would be the same
+        post = self.posterior(xs, ys)   # once per task; only the draws differ per pass
         passes = []
         for _ in range(max(n_mc, 1)):
-            fast, kl, n = self.adapt_task(xs, ys, training=False, sample=n_mc > 0)
+            fast, kl, n = self.adapt_task(xs, ys, training=False, sample=n_mc > 0, post=post)
             passes.append(tf.nn.softmax(self.net(xq, fast)))
         prob = tf.add_n(passes) / len(passes)
         picked = tf.gather(prob, yq, batch_dims=1)
