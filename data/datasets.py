@@ -1,8 +1,9 @@
 """Dataset registry: `load_dataset(name, data_root, **options)` -> FewShotDataset.
 
 Readers live in one module per dataset (omniglot.py, mimgnet.py, tiered.py, cifar.py, svhn.py,
-cub.py, folder.py, synthetic.py) and are imported lazily, so loading one dataset never pays for
-the others.
+cub.py, folder.py, synthetic.py, leo.py) and are imported lazily, so loading one dataset never pays
+for the others. The leo_* datasets are LEO's pre-computed feature vectors, not images: their
+image_shape is (D,).
 """
 import importlib
 import inspect
@@ -20,7 +21,7 @@ class FewShotDataset(NamedTuple):
     train: Optional[ClassSplit]   # None for out-of-distribution datasets (svhn, cub)
     val: ClassSplit
     test: ClassSplit
-    image_shape: tuple   # (H, W, C)
+    image_shape: tuple   # (H, W, C); (D,) for feature vectors (leo_*)
     val_is_test: bool    # True when validation uses the meta-test split (metadrop's behaviour)
     description: str     # one line for logs
 
@@ -74,6 +75,9 @@ _READERS = {
     'cifar': ('cifar', 'load'),
     'svhn': ('svhn', 'load'),
     'cub': ('cub', 'load'),
+    'leo_mini': ('leo', 'load_mini'),        # LEO's miniImageNet embeddings (center / multiview)
+    'leo_tiered': ('leo', 'load_tiered'),    # LEO's tieredImageNet embeddings (center)
+    'leo_custom': ('leo', 'load_custom'),    # your own embeddings in LEO's file format
 }
 
 KNOWN_DATASETS = tuple(_READERS)

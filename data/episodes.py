@@ -21,9 +21,9 @@ import numpy as np
 
 class Episode(NamedTuple):
     """A metabatch of T tasks. Labels are class-major: `shot` copies of 0, then of 1, ..."""
-    xs: np.ndarray  # float32 [T, way*shot, H, W, C]   support images
+    xs: np.ndarray  # float32 [T, way*shot, *image_shape]   support images ([T, way*shot, D] for features)
     ys: np.ndarray  # int32   [T, way*shot]
-    xq: np.ndarray  # float32 [T, way*query, H, W, C]  query images
+    xq: np.ndarray  # float32 [T, way*query, *image_shape]  query images
     yq: np.ndarray  # int32   [T, way*query]
 
 
@@ -36,10 +36,13 @@ class ClassSplit:
 
     Args:
       images: one array [n_classes, n_per_class, H, W, C] (may be a read-only memmap) or a
-        list of arrays [n_i, H, W, C] (classes of different sizes).
+        list of arrays [n_i, *image_shape] (classes of different sizes), where image_shape
+        is (H, W, C) for images or (D,) for feature vectors such as LEO's embeddings; every
+        class has the same image_shape. An "image" below is one such row.
       names: optional names of the stored classes, e.g. 'Korean/character07'.
       rotations: expose 4 classes per stored class; class id c is stored class c // 4
-        rotated counter-clockwise by (c % 4) * 90 degrees (np.rot90 on the H, W axes).
+        rotated counter-clockwise by (c % 4) * 90 degrees (np.rot90 on the H, W axes; only
+        for square images).
         This is the char1@0,90,180,270, char2@0,... layout the metadrop npy files are
         believed to use.
       scale: multiplier applied when images are read. Default: 1/255 for uint8 storage,
@@ -67,9 +70,11 @@ class ClassSplit:
             if not classes:
                 raise ValueError(f'the {self._where()} has no classes')
             shapes = {tuple(np.shape(a)[1:]) for a in classes}
-            if any(np.ndim(a) != 4 for a in classes) or len(shapes) != 1:
-                raise ValueError(f'classes of the {self._where()} must be arrays [n, H, W, C] of one image '
-                                 f'shape; got shapes {sorted({np.shape(a) for a in classes})[:5]}')
+            # Any rank >= 2: [n, H, W, C] images, or [n, D] feature vectors (LEO's embeddings).
+            if any(np.ndim(a) < 2 for a in classes) or len(shapes) != 1:
+                raise ValueError(f'classes of the {self._where()} must be arrays [n, H, W, C] (or [n, D] '
+                                 f'features) of one image shape; got shapes '
+                                 f'{sorted({np.shape(a) for a in classes})[:5]}')
             dtypes = {np.asarray(a).dtype for a in classes}
             if len(dtypes) != 1:
                 raise ValueError(f'classes of the {self._where()} mix dtypes {sorted(map(str, dtypes))}')
@@ -79,7 +84,7 @@ class ClassSplit:
             stored_counts = np.array([len(a) for a in classes], dtype=np.int64)
             shape = shapes.pop()
             dtype = dtypes.pop()
-        if self.rotations and shape[0] != shape[1]:
+        if self.rotations and (len(shape) < 2 or shape[0] != shape[1]):
             raise ValueError(f'rotations need square images, the {self._where()} has {shape}')
         if names is not None:
             names = [str(n) for n in names]
@@ -129,11 +134,11 @@ class ClassSplit:
         return f'{base}@rot{90 * k}' if self.rotations else base
 
     def images(self, c, idx) -> np.ndarray:
-        """float32 [len(idx), H, W, C]: images `idx` of (virtual) class `c`."""
+        """float32 [len(idx), *image_shape]: images `idx` of (virtual) class `c`."""
         return self.gather(np.array([c]), np.asarray(idx, dtype=np.int64)[None])[0]
 
     def gather(self, classes, idx) -> np.ndarray:
-        """float32 [M, n, H, W, C]: for each of the M classes, its images idx[m] (idx: [M, n])."""
+        """float32 [M, n, *image_shape]: for each of the M classes, its images idx[m] (idx: [M, n])."""
         classes = np.asarray(classes, dtype=np.int64)
         idx = np.asarray(idx, dtype=np.int64)
         if classes.ndim != 1 or idx.ndim != 2 or idx.shape[0] != classes.shape[0]:

@@ -11,6 +11,7 @@
     python data/get_data.py --dataset svhn [--svhn_val fixed|random]  # SVHN (OOD): valid + test
     python data/get_data.py --dataset cub [--source caltech]       # CUB (OOD): l2b's files, or built
     python data/get_data.py --dataset mimgnet --source l2b         # l2b's train/valid/test.npy
+    python data/get_data.py --dataset leo                          # LEO's embeddings.zip -> npz
 
 Like metadrop's get_data.py the files land in ./data/<dataset>/ by default and transfers
 show a tqdm bar; unlike it, transfers resume after an interruption, are retried, and are
@@ -480,6 +481,116 @@ def preprocess_mimgnet_l2b(dataset_dir, paths, force, progress=True):
     return '; '.join(done)
 
 
+# ---------------------------------------------------------------------------------------------
+# LEO (deepmind/leo): the authors' pre-computed WRN-28-10 embeddings, linked from its README.
+# No checksum is published, so the zip is checked to be readable and to hold the nine files.
+
+LEO_EMBEDDINGS_URL = 'http://storage.googleapis.com/leo-embeddings/embeddings.zip'
+
+
+def _leo_members(zf):
+    """{relative path in data.leo.EXPECTED_FILES: zip member} of `zf`, and the list of
+    expected files it lacks. The files may sit under any one top folder (embeddings/ in the
+    published zip); member names are only matched, never used as output paths."""
+    from data.leo import EXPECTED_FILES
+    names = [i.filename for i in zf.infolist() if not i.is_dir()]
+    found, prefixes = {}, set()
+    for want in EXPECTED_FILES:
+        hits = [n for n in names if n.replace('\\', '/') == want or n.replace('\\', '/').endswith('/' + want)]
+        if len(hits) == 1:
+            found[want] = hits[0]
+            prefixes.add(hits[0][:-len(want)])
+    if len(prefixes) > 1:   # the nine files must come from one folder
+        found = {}
+    return found, [w for w in EXPECTED_FILES if w not in found]
+
+
+def check_leo_zip(path):
+    """Deletes `path` and raises DownloadError unless it is a readable zip holding LEO's nine
+    embedding pickles ({mini,tiered}ImageNet/{center,multiview}/{train,val,test}_embeddings.pkl)."""
+    problem = None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            _, missing = _leo_members(zf)
+        if missing:
+            problem = (f'it lacks {len(missing)} of the 9 embedding files, e.g. embeddings/{missing[0]}'
+                       if len(missing) < 9 else 'it holds none of the embedding files '
+                       '(embeddings/<miniImageNet|tieredImageNet>/<center|multiview>/<split>_embeddings.pkl)')
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        with open(path, 'rb') as fh:
+            head = fh.read(512).lstrip().lower()
+        problem = ('it is a web page, not a zip' if head.startswith((b'<!doctype', b'<html', b'<?xml'))
+                   else f'it is not a readable zip ({exc})')
+    if problem is not None:
+        os.remove(path)
+        raise DownloadError(f'{path} is not LEO\'s embeddings.zip: {problem}. It was deleted; rerun to '
+                            'download it again, and if this repeats the source is serving a different file.')
+
+
+def _unpack_leo(archive, out_dir, wanted, progress):
+    """Writes the members of `archive` for the relative paths `wanted` to out_dir/<path>, each
+    through a temporary file renamed when complete, with a byte progress bar. The whole
+    archive is refused (nothing written) if any member is unsafe (absolute, '..', links)."""
+    from tqdm import tqdm
+    from data.download import _check_members, _zip_members
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            _check_members(_zip_members(zf), archive)
+            found, missing = _leo_members(zf)
+            if missing:
+                raise DownloadError(f'{archive} lacks embeddings/{missing[0]} (and {len(missing) - 1} more); '
+                                    'delete it and download it again.', kind='archive')
+            infos = [zf.getinfo(found[w]) for w in wanted]
+            with tqdm(total=sum(i.file_size for i in infos), unit='B', unit_scale=True, unit_divisor=1024,
+                      desc=f'unpacking {os.path.basename(archive)}', disable=not progress) as bar:
+                for rel, info in zip(wanted, infos):
+                    dest = os.path.join(out_dir, *rel.split('/'))
+                    os.makedirs(os.path.dirname(dest), exist_ok=True)
+                    tmp = dest + '.unpacking'
+                    try:
+                        with zf.open(info) as src, open(tmp, 'wb') as dst:
+                            while True:
+                                chunk = src.read(1 << 20)
+                                if not chunk:
+                                    break
+                                dst.write(chunk)
+                                bar.update(len(chunk))
+                        os.replace(tmp, dest)
+                    finally:
+                        if os.path.exists(tmp):
+                            os.remove(tmp)
+    except (zipfile.BadZipFile, EOFError) as exc:   # includes a CRC mismatch while reading
+        raise DownloadError(f'{archive} is corrupted ({type(exc).__name__}: {exc}); delete it and download it '
+                            'again.', kind='archive') from None
+    except OSError as exc:
+        raise DownloadError(f'Unpacking {archive} into {out_dir} failed: {exc}', kind='io') from None
+
+
+def preprocess_leo(dataset_dir, paths, force, progress=True):
+    """Unpacks the nine embedding pickles into <dataset_dir>/embeddings/ (data.leo's default
+    data_path) and converts each into the npz beside it, so training never unpickles."""
+    from tqdm import tqdm
+    from data.datasets import DatasetError
+    from data.leo import EXPECTED_FILES, convert, get_data_command, npz_path
+    out_dir = os.path.join(dataset_dir, 'embeddings')
+    pkls = {rel: os.path.join(out_dir, *rel.split('/')) for rel in EXPECTED_FILES}
+    wanted = [rel for rel, p in pkls.items()
+              if force or not (os.path.isfile(p) or os.path.isfile(npz_path(p)))]
+    if wanted:
+        _unpack_leo(paths[0], out_dir, wanted, progress)
+    converted = 0
+    remedy = (f'Delete {paths[0]} and rerun {get_data_command(os.path.dirname(dataset_dir) or ".")} '
+              '--force to download and unpack it again')
+    try:
+        for rel in tqdm(EXPECTED_FILES, desc='converting to npz', unit='file', disable=not progress):
+            if os.path.isfile(pkls[rel]):
+                converted += convert(pkls[rel], force=force, remedy=remedy)[1]
+    except (DatasetError, OSError) as exc:
+        raise _preprocessing_failed('LEO\'s embeddings', dataset_dir, exc) from None
+    return (f'{len(EXPECTED_FILES)} embedding files in {out_dir} ({converted} converted to npz now, '
+            f'{len(EXPECTED_FILES) - converted} already were); the .pkl files may be deleted')
+
+
 def _dropbox(name, file_id, check):
     return RemoteFile(name, f'{name}.npy', f'https://www.dropbox.com/s/{file_id}/{name}.npy?dl=1',
                       check=check)
@@ -593,6 +704,17 @@ DATASETS = {
                        RemoteFile('test_32x32', 'test_32x32.mat', f'{SVHN_BASE_URL}/test_32x32.mat',
                                   SVHN_MD5['test_32x32.mat']),
                        RemoteFile('val_idx', 'val_idx.npy', SVHN_VAL_IDX_URL, check=check_val_idx))),
+        }),
+    'leo': Dataset(
+        default_source='deepmind',
+        sources={
+            'deepmind': Source(
+                description="LEO's pre-computed 640-d WRN-28-10 embeddings (embeddings.zip from "
+                            "deepmind/leo's README; no published checksum, so the zip is checked to hold "
+                            'the nine {miniImageNet,tieredImageNet}/{center,multiview}/<split>_embeddings.pkl), '
+                            'unpacked into embeddings/ and converted to npz',
+                preprocess=preprocess_leo, options=('progress',),
+                files=(RemoteFile('embeddings', 'embeddings.zip', LEO_EMBEDDINGS_URL, check=check_leo_zip),)),
         }),
     'cub': Dataset(
         default_source='l2b',
