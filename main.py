@@ -17,8 +17,16 @@ from absl import flags
 
 MODES = ('meta_train', 'meta_test', 'export', 'adv_test')
 ATTACK_NORMS = ('l1', 'l2', 'linf')  # model/adversarial.py NORMS
-METHODS = ('maml', 'fomaml', 'metasgd', 'metadrop', 'taml')
-DATASETS = ('omniglot', 'folder', 'synthetic', 'mimgnet', 'tiered', 'cifar', 'svhn', 'cub')
+METHODS = ('maml', 'fomaml', 'metasgd', 'metadrop', 'taml', 'leo')
+DATASETS = ('omniglot', 'folder', 'synthetic', 'mimgnet', 'tiered', 'cifar', 'svhn', 'cub',
+            'leo_mini', 'leo_tiered', 'leo_custom')
+LEO_DATASETS = ('leo_mini', 'leo_tiered', 'leo_custom')   # embedding vectors
+LEO_DATASET_NAMES = {'miniImageNet': 'leo_mini', 'tieredImageNet': 'leo_tiered'}
+# --model leo: the original's defaults (leo config.py / runner.py) for the flags this
+# project shares with the MAML family, used unless the flag is given.
+LEO_DEFAULTS = dict(dataset='leo_mini', way=5, shot=1, query=15, metabatch=12, meta_lr=1e-4,
+                    n_train_iters=100000, n_steps=5, val_freq=1000, save_freq=1000,
+                    print_freq=500, n_val_batches=10, n_test_iters=10000, max_to_keep=5)
 OOD_ONLY_DATASETS = ('svhn', 'cub')   # no training split
 IMBALANCE_MODES = ('mixed', 'class', 'task', 'none')  # data/episodes.py IMBALANCE_MODES
 BN_MODES = ('transductive', 'episodic', 'support')  # model/maml.py BN_MODES
@@ -56,7 +64,8 @@ flags.DEFINE_boolean('maml', False, "metadrop's switch back to plain MAML on the
 flags.DEFINE_string('model', 'maml', f'Method: {", ".join(METHODS)} (maml: second order; '
                     'fomaml: first-order MAML; metasgd: learned per-parameter step sizes; '
                     'metadrop: Meta-Dropout, learned multiplicative noise on the support '
-                    'features; taml: Bayesian TAML, l2b).')
+                    'features; taml: Bayesian TAML, l2b; leo: LEO, deepmind/leo, on '
+                    'embeddings).')
 flags.DEFINE_string('backbone', 'conv4', 'conv4: metadrop Conv4 (stride-1 conv, BN shift '
                     'only, ReLU, max-pool; truncated-normal 0.02 init); maml_conv4: '
                     'cbfinn/maml Conv4 (Glorot init; stride-2 convs and a spatial mean on '
@@ -190,6 +199,66 @@ flags.DEFINE_boolean('l2b_padding', False, "--model taml: l2b's behaviour for th
 flags.DEFINE_integer('balance_freq', 1000, '--model taml: print the balancing variables of '
                      '10 validation tasks every this many iterations (omega or gamma on).')
 flags.DEFINE_alias('n_test_episodes', 'n_test_iters')
+# --- LEO (deepmind/leo config.py / runner.py flags, same names and defaults; --model leo) ---
+flags.DEFINE_string('data_path', '', '--model leo: the folder of the embeddings (the '
+                    "original's --data_path: <data_path>/<miniImageNet|tieredImageNet>/<crop>/"
+                    '<split>_embeddings.pkl; for leo_custom <data_path>/<split>_embeddings.pkl '
+                    'or .npz); default <data_root>/leo/embeddings.')
+flags.DEFINE_enum('dataset_name', '', ['', 'miniImageNet', 'tieredImageNet'], "--model leo: "
+                  "the original's name of the dataset; sets --dataset leo_mini / leo_tiered.")
+flags.DEFINE_enum('embedding_crop', 'center', ['center', 'multiview'], '--model leo: which '
+                  'embeddings (multiview exists for miniImageNet only).')
+flags.DEFINE_boolean('train_on_val', False, '--model leo: meta-train on the train and '
+                     'validation classes together (validation still on the validation split).')
+flags.DEFINE_integer('num_latents', 64, '--model leo: L, the dimension of the latent code z.')
+flags.DEFINE_integer('finetuning_unroll_length', 5, '--model leo: F, the steps of fine-tuning '
+                     'in parameter space after the latent steps (--n_steps, alias '
+                     '--inner_unroll_length, T).')
+flags.DEFINE_float('inner_lr_init', 1.0, '--model leo: initial alpha, the learned per-latent '
+                   'step size of the latent-space inner loop.')
+flags.DEFINE_float('finetuning_lr_init', 0.001, '--model leo: initial eta, the learned '
+                   'per-dimension step size of the fine-tuning loop.')
+flags.DEFINE_float('dropout_rate', 0.5, '--model leo: dropout probability on the embeddings '
+                   '(encoder input and every prediction) at meta-train.')
+flags.DEFINE_float('kl_weight', 1e-3, '--model leo: beta, weight of the latent KL term.')
+flags.DEFINE_float('encoder_penalty_weight', 1e-9, '--model leo: gamma, weight of the encoder '
+                   'penalty mean((z_0 - stop_gradient(z_T))^2).')
+flags.DEFINE_float('l2_penalty_weight', 1e-8, '--model leo: lambda_1, weight of the L2 '
+                   'penalty 1/2 sum w^2 on the five weight matrices.')
+flags.DEFINE_float('orthogonality_penalty_weight', 1e-3, '--model leo: lambda_2, weight of '
+                   "the decoder's orthogonality penalty mean((C - I)^2).")
+flags.DEFINE_float('gradient_threshold', 0.1, '--model leo: clip each meta-gradient entry to '
+                   '[-c, c] (<= 0 disables).')
+flags.DEFINE_float('gradient_norm_threshold', 0.1, '--model leo: then clip each meta-gradient '
+                   'tensor to this L2 norm, per tensor (<= 0 disables).')
+flags.DEFINE_integer('metavalid_batch_size', 200, '--model leo: episodes per validation batch '
+                     '(--n_val_batches of them, 10 by default).')
+flags.DEFINE_integer('metatest_batch_size', 200, '--model leo: episodes per test batch '
+                     '(--n_test_iters // this many batches: 10000 // 200 = 50).')
+flags.DEFINE_integer('total_examples_per_class', 600, '--model leo: validation and test '
+                     'tasks use this many images per class, the support ones and all others '
+                     "as queries (the original hard-codes 600; 20 for Omniglot).")
+flags.DEFINE_integer('checkpoint_steps', None, "--model leo: the original's one cadence: sets "
+                     '--val_freq and --save_freq to it and --print_freq to half of it.')
+flags.DEFINE_boolean('use_64bits_dtype', True, '--model leo: float64 variables and '
+                     'computation (the module\'s default); --nouse_64bits_dtype: float32, as '
+                     "the original's runner trains.")
+flags.DEFINE_boolean('original_nan_guard', False, "--model leo: the original's NaN guard: NaN "
+                     'only (Inf passes), and its swapped-name bug, which replaces each '
+                     "meta-gradient by the variable's own value. Default: NaN or Inf, replaced "
+                     'by the intended 1e-4 * W (0 for the step sizes).')
+flags.DEFINE_integer('eval_chunk', 20, '--model leo: episodes per compiled evaluation call '
+                     '(memory only: results are means over episodes).')
+flags.DEFINE_boolean('evaluation_mode', False, "--model leo: the original's switch for "
+                     '--mode meta_test.')
+flags.DEFINE_alias('num_classes', 'way')
+flags.DEFINE_alias('num_tr_examples_per_class', 'shot')
+flags.DEFINE_alias('num_val_examples_per_class', 'query')
+flags.DEFINE_alias('metatrain_batch_size', 'metabatch')
+flags.DEFINE_alias('outer_lr', 'meta_lr')
+flags.DEFINE_alias('num_steps_limit', 'n_train_iters')
+flags.DEFINE_alias('inner_unroll_length', 'n_steps')
+flags.DEFINE_alias('checkpoint_path', 'savedir')
 # --- --mode adv_test: PGD on the query set after adaptation (model/adversarial.py) ---
 flags.DEFINE_string('attacks', 'l1,l2,linf', 'adv_test: comma-separated PGD attacks, from '
                     'l1, l2, linf.')
@@ -218,10 +287,33 @@ NON_NEGATIVE_FLOATS = ('inner_momentum', 'inner_weight_decay', 'momentum', 'weig
 def config_from_flags():
     """The run configuration: every flag defined above, as a plain namespace."""
     names = [f.name for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])]
-    cfg = types.SimpleNamespace(**{n: FLAGS[n].value for n in names if n != 'n_test_episodes'})
+    cfg = types.SimpleNamespace(**{n: FLAGS[n].value for n in names
+                                   if n not in ALIASES})
     if cfg.model == 'taml' and cfg.id_dataset:
         cfg.dataset = cfg.id_dataset   # l2b's name for the dataset meta-trained on
+    if cfg.model == 'leo':
+        apply_leo_defaults(cfg)
     return cfg
+
+
+ALIASES = ('n_test_episodes', 'num_classes', 'num_tr_examples_per_class',
+           'num_val_examples_per_class', 'metatrain_batch_size', 'outer_lr', 'num_steps_limit',
+           'inner_unroll_length', 'checkpoint_path')
+
+
+def apply_leo_defaults(cfg):
+    """--model leo: the original's defaults where the flag was not given, and its
+    --dataset_name / --checkpoint_steps / --evaluation_mode spelled as this project's."""
+    for name, value in LEO_DEFAULTS.items():
+        if not FLAGS[name].present:
+            setattr(cfg, name, value)
+    if cfg.dataset_name:
+        cfg.dataset = LEO_DATASET_NAMES[cfg.dataset_name]
+    if cfg.checkpoint_steps:
+        cfg.val_freq = cfg.save_freq = cfg.checkpoint_steps
+        cfg.print_freq = max(1, cfg.checkpoint_steps // 2)
+    if cfg.evaluation_mode:
+        cfg.mode = 'meta_test'
 
 
 def parse_config(argv):
@@ -271,6 +363,7 @@ def validate(cfg):
         errors.append('--savedir is required (the folder for checkpoints and logs)')
     errors += validate_extras(cfg)
     errors += validate_taml(cfg)
+    errors += validate_leo(cfg)
     errors += validate_adversarial(cfg)
     if errors:
         raise app.UsageError('; '.join(errors))
@@ -364,6 +457,57 @@ def validate_taml(cfg):
     return errors
 
 
+def validate_leo(cfg):
+    """Messages for bad --model leo flag combinations."""
+    errors = []
+    if cfg.model != 'leo':
+        if cfg.dataset in LEO_DATASETS:
+            errors.append(f'--dataset {cfg.dataset} holds embedding vectors for --model leo, '
+                          f'not images for --model {cfg.model}')
+        return errors
+    if cfg.dataset not in LEO_DATASETS:
+        errors.append(f'--model leo works on embeddings: --dataset leo_mini, leo_tiered or '
+                      f'leo_custom, not {cfg.dataset}')
+    if cfg.dataset == 'leo_tiered' and cfg.embedding_crop == 'multiview':
+        errors.append('--embedding_crop multiview exists for miniImageNet only (leo_mini); '
+                      'tieredImageNet has center crops')
+    if cfg.mode not in ('meta_train', 'meta_test'):
+        errors.append(f'--model leo runs --mode meta_train and meta_test, not {cfg.mode}')
+    for n in ('num_latents', 'metavalid_batch_size', 'metatest_batch_size',
+              'total_examples_per_class', 'eval_chunk'):
+        if getattr(cfg, n) < 1:
+            errors.append(f'--{n} must be a positive integer, got {getattr(cfg, n)}')
+    if cfg.finetuning_unroll_length < 0:
+        errors.append(f'--finetuning_unroll_length must be >= 0, got '
+                      f'{cfg.finetuning_unroll_length}')
+    if cfg.checkpoint_steps is not None and cfg.checkpoint_steps < 1:
+        errors.append(f'--checkpoint_steps must be a positive integer, got {cfg.checkpoint_steps}')
+    if not 0 <= cfg.dropout_rate < 1:
+        errors.append(f'--dropout_rate must be in [0, 1), got {cfg.dropout_rate}')
+    for n in ('kl_weight', 'encoder_penalty_weight', 'l2_penalty_weight',
+              'orthogonality_penalty_weight'):
+        if not 0 <= getattr(cfg, n) < math.inf:
+            errors.append(f'--{n} must be >= 0 and finite, got {getattr(cfg, n)}')
+    for n in ('inner_lr_init', 'finetuning_lr_init', 'gradient_threshold',
+              'gradient_norm_threshold'):
+        if not math.isfinite(getattr(cfg, n)):
+            errors.append(f'--{n} must be finite, got {getattr(cfg, n)}')
+    if cfg.total_examples_per_class <= cfg.shot:
+        errors.append(f'--total_examples_per_class {cfg.total_examples_per_class} must be '
+                      f'larger than --shot {cfg.shot}: evaluation tasks take the other '
+                      'images of each class as queries')
+    changed = [f'--{n}' for n, default in (('backbone', 'conv4'), ('bn_mode', 'transductive'),
+                                            ('efficient', False), ('frozen', ''),
+                                            ('inner_momentum', 0.), ('zero_head', False),
+                                            ('optimizer', 'adam'), ('lr_schedule', 'constant'),
+                                            ('augment', ''), ('n_test_steps', None))
+               if getattr(cfg, n) != default]
+    if changed:
+        errors.append(f'{", ".join(changed)} do not apply to --model leo (its networks, '
+                      'inner loops and Adam are fixed by the original)')
+    return errors
+
+
 def validate_adversarial(cfg):
     """Messages for bad --mode adv_test flags (checked in every mode: typos fail early)."""
     errors = []
@@ -396,6 +540,8 @@ def run_mode(cfg):
     RunError or Interrupted, which main() turns into one message and an exit code."""
     if cfg.model == 'taml':
         from model.taml_runner import TamlRunner as Runner
+    elif cfg.model == 'leo':
+        from model.leo_runner import LeoRunner as Runner
     else:
         from model.runner import Runner
     runner = Runner(cfg)

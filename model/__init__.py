@@ -89,12 +89,30 @@ def _build_taml(cfg, way, image_shape):
                       n_mc_samples=cfg.n_mc_samples, l2b_padding=cfg.l2b_padding)
 
 
+def _build_leo(cfg, way, image_shape):
+    from model import leo as _leo
+    if len(image_shape) != 1:
+        raise ValueError(f'--model leo works on embedding vectors; --dataset {cfg.dataset} has '
+                         f'images of shape {tuple(image_shape)} (use leo_mini, leo_tiered or '
+                         'leo_custom)')
+    return _leo.LEO(way, cfg.shot, image_shape[0], num_latents=cfg.num_latents,
+                    inner_unroll_length=cfg.n_steps,
+                    finetuning_unroll_length=cfg.finetuning_unroll_length,
+                    inner_lr_init=cfg.inner_lr_init, finetuning_lr_init=cfg.finetuning_lr_init,
+                    dropout_rate=cfg.dropout_rate, kl_weight=cfg.kl_weight,
+                    encoder_penalty_weight=cfg.encoder_penalty_weight,
+                    l2_penalty_weight=cfg.l2_penalty_weight,
+                    orthogonality_penalty_weight=cfg.orthogonality_penalty_weight,
+                    use_64bits_dtype=cfg.use_64bits_dtype)
+
+
 MODELS = {
     'maml': lambda cfg, way, shape: _build_maml_family(cfg, way, shape),
     'fomaml': lambda cfg, way, shape: _build_maml_family(cfg, way, shape, first_order=True),
     'metasgd': lambda cfg, way, shape: _build_maml_family(cfg, way, shape, meta_sgd=True),
     'metadrop': _build_metadrop,
     'taml': _build_taml,
+    'leo': _build_leo,
 }
 
 

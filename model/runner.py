@@ -57,7 +57,7 @@ from model import steps
 # the values it was trained with.
 STRUCTURAL_FLAGS = ('model', 'maml', 'backbone', 'n_channel', 'dataset', 'way', 'image_size',
                     'channels', 'zero_head', 'normalization', 'alpha_on', 'omega_on',
-                    'gamma_on', 'z_on')
+                    'gamma_on', 'z_on', 'num_latents', 'use_64bits_dtype')
 # ... and for resuming meta_train only (the optimiser state is not restored at test).
 TRAIN_STRUCTURAL_FLAGS = ('optimizer',)
 
@@ -149,6 +149,9 @@ def dataset_options(cfg):
                     channels=cfg.channels or 3)
     if cfg.dataset == 'synthetic':
         return dict(seed=cfg.data_seed)
+    if cfg.dataset.startswith('leo_'):
+        return dict(embedding_crop=cfg.embedding_crop, data_path=cfg.data_path or None,
+                    train_on_val=cfg.train_on_val)
     return {}
 
 
@@ -611,20 +614,21 @@ class Runner:
         for note in notes:
             write(f'warning: {note}')
         write(f'dataset: {self.dataset.description}')
-        if start > cfg.n_train_iters:
+        last = self.last_iteration()
+        if start > last:
             write(f'already trained: the checkpoint is at iteration {start - 1} and '
                   f'--n_train_iters is {cfg.n_train_iters}; nothing to do')
             return
 
         first = max(start, self.FIRST_ITERATION)
         episodes = ((i, self.train_episode(train_sampler, i))
-                    for i in range(first, cfg.n_train_iters + 1))
+                    for i in range(first, last + 1))
         t0 = time.time()
         running = {}   # sums since the last log line: loss, acc and a method's own metrics
         run_n = 0
         bad_in_a_row = 0
         last_lr = None
-        bar = tqdm(total=cfg.n_train_iters + 1, initial=start, desc='meta_train',
+        bar = tqdm(total=last + 1, initial=start, desc='meta_train',
                    disable=not cfg.progress, dynamic_ncols=True)
         try:
             with writer.as_default(), self.stop_on_signals():
@@ -633,6 +637,8 @@ class Runner:
                     if lr != last_lr:   # an eager assign only when the schedule moves
                         self.optimizer.learning_rate.assign(lr)
                         last_lr = lr
+                    if self._stop_signal is None:
+                        self.before_step(write, i, time.time() - t0)
                     loss, acc, applied, *extras = self.train_step(*ep)
                     bar.update(1)
                     if bool(applied):
@@ -646,9 +652,7 @@ class Runner:
                     else:
                         bad_in_a_row += 1
                         total = int(self.run_state.bad_steps.assign_add(1))
-                        write(f'meta_train: iteration {i} skipped: non-finite loss or '
-                              f'meta-gradient (cent {float(loss):f}); weights and Adam state '
-                              f'unchanged ({bad_in_a_row} in a row, {total} skipped in total)')
+                        write(self.bad_step_message(i, float(loss), bad_in_a_row, total))
                         tf.summary.scalar('meta_train/skipped_steps', total, step=i)
                         if bad_in_a_row >= self.max_bad_steps:
                             self.save(manager, i)
@@ -656,8 +660,8 @@ class Runner:
                                 f'{bad_in_a_row} consecutive meta-train steps (iterations '
                                 f'{i - bad_in_a_row + 1}..{i}) had a non-finite loss or '
                                 f'meta-gradient, so training stopped (--max_bad_steps '
-                                f'{self.max_bad_steps}). None of them changed the weights; '
-                                f'checkpoint {CHECKPOINT_NAME}-{i} holds the last good ones. '
+                                f'{self.max_bad_steps}). {self.BAD_STEPS_EFFECT}; checkpoint '
+                                f'{CHECKPOINT_NAME}-{i} holds the weights after them. '
                                 'Usual causes: a learning rate too high (--inner_lr, '
                                 '--meta_lr), no clipping (--clip_value 0), or NaN/Inf in the '
                                 'data. Rerunning resumes after these iterations; the learning '
@@ -692,6 +696,20 @@ class Runner:
                 pass
 
     # ---- what a method may change in the training loop ----------------------------
+    BAD_STEPS_EFFECT = 'None of them changed the weights'
+
+    def last_iteration(self):
+        """The last iteration meta_train runs (metadrop: n_train_iters inclusive)."""
+        return self.cfg.n_train_iters
+
+    def bad_step_message(self, i, loss, bad_in_a_row, total):
+        return (f'meta_train: iteration {i} skipped: non-finite loss or meta-gradient (cent '
+                f'{loss:f}); weights and Adam state unchanged ({bad_in_a_row} in a row, '
+                f'{total} skipped in total)')
+
+    def before_step(self, write, i, secs):
+        """Anything a method runs before the step of iteration i (LEO validates there)."""
+
     def train_episode(self, sampler, i):
         """The metabatch of iteration i (seeded by i, so a resumed run sees the same)."""
         rng = episode_rng(self.cfg.seed, TRAIN_STREAM, i)
@@ -716,7 +734,7 @@ class Runner:
         """Anything a method logs on its own cadence (TAML's balancing variables)."""
 
     def should_save(self, i):
-        return i % self.cfg.save_freq == 0 or i == self.cfg.n_train_iters
+        return i % self.cfg.save_freq == 0 or i == self.last_iteration()
 
     # ---- meta-test -----------------------------------------------------------------
     def restore_for_test(self):

@@ -20,7 +20,7 @@ def episode_spec(n_tasks, n_support, n_query, image_shape):
 
 
 def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True, clip_norm=0.,
-                    strategy=None):
+                    strategy=None, update=None):
     """(xs, ys, xq, yq) -> (mean query loss, per-task query accuracy [T], applied), plus
     a dict of the means of a method's named metrics when its task_loss returns them; updates
     the model's outer variables with the clipped meta-gradient (by value, then by global
@@ -35,11 +35,19 @@ def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True, cli
     split evenly across its replicas (replica r takes tasks r*T/R .. (r+1)*T/R - 1 of the
     same metabatch), each replica differentiates the mean query loss of its tasks, and the
     meta-gradients are averaged across replicas before the one update, so the result is the
-    single-device meta-gradient of the whole metabatch."""
+    single-device meta-gradient of the whole metabatch.
+
+    A model with `metabatch_loss(xs, ys, xq, yq, training)` -> (mean loss, per-task acc,
+    named metric means) computes its tasks batched (LEO) instead of one by one. `update`
+    (loss, grads) -> applied replaces the clipping, guard and optimiser step (LEO's)."""
     n_tasks = spec[0].shape[0]
     variables = model.outer_variables
 
     def tasks_and_gradient(xs, ys, xq, yq, n):
+        if hasattr(model, 'metabatch_loss'):
+            with tf.GradientTape() as tape:
+                loss, acc, extras = model.metabatch_loss(xs, ys, xq, yq, training=True)
+            return loss, acc, tape.gradient(loss, variables), extras
         with tf.GradientTape() as tape:
             outs = [model.task_loss(xs[t], ys[t], xq[t], yq[t], training=True)
                     for t in range(n)]
@@ -51,7 +59,10 @@ def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True, cli
         return loss, tf.stack([o[1] for o in outs]), grads, extras
 
     def apply(loss, grads):
-        def update():
+        if update is not None:
+            return update(loss, grads)
+
+        def update_with():
             clipped = optim.clip_by_global_norm(optim.clip_by_value(grads, clip_value),
                                                 clip_norm)
             optimizer.apply(clipped)
@@ -60,8 +71,8 @@ def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True, cli
         if skip_nonfinite:
             finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(x))
                                              for x in [loss, *grads] if x is not None]))
-            return tf.cond(finite, update, lambda: tf.constant(False))
-        return update()
+            return tf.cond(finite, update_with, lambda: tf.constant(False))
+        return update_with()
 
     def result(loss, acc, applied, extras):
         return (loss, acc, applied, extras) if extras else (loss, acc, applied)
