@@ -137,3 +137,42 @@ def test_l2b_runfiles_use_the_originals_values(name, train, test):
     assert [s in tr for s in switches] == [s in te for s in switches]
     cfg = main.parse_config([a for a in commands(RUNFILES[0].parent / name)[1] if a != 'X'])
     assert cfg.n_test_iters == 1000 and cfg.dataset == ('cifar' if ood == 'svhn' else 'mimgnet')
+
+
+@pytest.mark.parametrize('name,dataset,shot,values', [
+    ('leo_mini_1shot.sh', 'miniImageNet', '1', dict(
+        outer_lr='2.739071e-4', l2_penalty_weight='3.623413e-10',
+        orthogonality_penalty_weight='0.188103', dropout_rate='0.307651', kl_weight='0.756143',
+        encoder_penalty_weight='5.756821e-6')),
+    ('leo_mini_5shot.sh', 'miniImageNet', '5', dict(
+        outer_lr='4.102361e-4', l2_penalty_weight='8.540338e-9',
+        orthogonality_penalty_weight='1.523998e-3', dropout_rate='0.300299', kl_weight='0.466387',
+        encoder_penalty_weight='2.661608e-7')),
+    ('leo_tiered_1shot.sh', 'tieredImageNet', '1', dict(
+        outer_lr='8.659053e-4', l2_penalty_weight='4.148858e-10',
+        orthogonality_penalty_weight='5.451078e-3', dropout_rate='0.475126',
+        kl_weight='2.034189e-3', encoder_penalty_weight='8.302962e-5')),
+    ('leo_tiered_5shot.sh', 'tieredImageNet', '5', dict(
+        outer_lr='6.110314e-4', l2_penalty_weight='1.690399e-10',
+        orthogonality_penalty_weight='2.481216e-2', dropout_rate='0.415158', kl_weight='1.622811',
+        encoder_penalty_weight='2.672450e-5')),
+])
+def test_leo_runfiles_use_the_readmes_tuned_values(name, dataset, shot, values):
+    """deepmind/leo README's best hyperparameters; everything else config.py's defaults, the
+    runner's float32, checkpoints and validation every 1000 steps, then --evaluation_mode."""
+    cmds = [[a for a in c if a != 'X'] for c in commands(RUNFILES[0].parent / name)]
+    assert len(cmds) == 2
+    train, test = (main.parse_config(c) for c in cmds)
+    for cfg in (train, test):
+        assert (cfg.model, cfg.dataset, cfg.shot, cfg.way, cfg.embedding_crop) == \
+            ('leo', {'miniImageNet': 'leo_mini', 'tieredImageNet': 'leo_tiered'}[dataset],
+             int(shot), 5, 'center')
+        for k, v in values.items():
+            assert getattr(cfg, 'meta_lr' if k == 'outer_lr' else k) == float(v), k
+        assert not cfg.use_64bits_dtype
+        assert (cfg.metabatch, cfg.query, cfg.n_steps, cfg.finetuning_unroll_length,
+                cfg.num_latents, cfg.n_train_iters) == (12, 15, 5, 5, 64, 100000)
+    assert (train.mode, train.val_freq, train.save_freq, train.print_freq) == \
+        ('meta_train', 1000, 1000, 500)
+    assert (test.mode, test.n_test_iters, test.metatest_batch_size) == ('meta_test', 10000, 200)
+    assert train.savedir == test.savedir
