@@ -42,6 +42,13 @@ CONFIGS = {
                            image=(28, 28, 1), n_channel=32, first_order=False),
     'taml_cifar5': dict(way=5, max_shot=50, query=15, metabatch=4, n_steps=5, inner_lr=0.5,
                         image=(32, 32, 3), n_channel=32, first_order=False),
+    # LEO (deepmind/leo config.py defaults and its runner's float32) on random embeddings of
+    # the published shape (640-d WRN-28-10 features): metabatch 12, 15 queries at meta-train;
+    # meta-test episodes have 600 - K queries per class, as the original evaluates.
+    'leo_mini5_1shot': dict(way=5, shot=1, query=15, test_query=599, metabatch=12, dim=640,
+                            num_latents=64, n_steps=5, finetuning_steps=5, float64=False),
+    'leo_mini5_5shot': dict(way=5, shot=5, query=15, test_query=595, metabatch=12, dim=640,
+                            num_latents=64, n_steps=5, finetuning_steps=5, float64=False),
 }
 TAML_SWITCHES = {'maml': (), 'metasgd': ('alpha',), 'taml': ('alpha', 'omega', 'gamma', 'z')}
 
@@ -59,6 +66,10 @@ def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1):
     from model import build_model, optim, steps
 
     c = CONFIGS[name]
+    if 'dim' in c:
+        return leo_worker(name, model_name, windows, window_steps, test_batches)
+    if model_name == 'leo':
+        raise SystemExit(f'{name} is not a LEO configuration; LEO runs leo_* configurations')
     if 'max_shot' in c:
         return taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples)
     if c['first_order']:
@@ -156,6 +167,58 @@ def taml_worker(name, model_name, windows, window_steps, test_batches, mc_sample
                                                        window_steps, test_batches))
 
 
+def leo_worker(name, model_name, windows, window_steps, test_batches):
+    """A LEO configuration: the runner's compiled train step (LEO's outer update: clipping,
+    NaN guard, TF1 Adam) and its evaluation step, on random embeddings of the real shape."""
+    import numpy as np
+    __import__('main')  # TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
+    import tensorflow as tf
+    from model import leo, optim, steps
+
+    if model_name != 'leo':
+        raise SystemExit(f'{name} is a LEO configuration: run it with --model leo')
+    c = CONFIGS[name]
+    tf.random.set_seed(0)
+    model = leo.LEO(c['way'], c['shot'], c['dim'], num_latents=c['num_latents'],
+                    inner_unroll_length=c['n_steps'],
+                    finetuning_unroll_length=c['finetuning_steps'],
+                    use_64bits_dtype=c['float64'])
+    opt = optim.Adam(model.outer_variables, 1e-4)
+    T, ns, nq = c['metabatch'], c['way'] * c['shot'], c['way'] * c['query']
+    train_step = steps.make_train_step(
+        model, opt, 0., steps.episode_spec(T, ns, nq, (c['dim'],)),
+        update=leo.make_outer_update(model, opt))
+
+    @tf.function(input_signature=steps.episode_spec(None, ns, None, (c['dim'],)))
+    def eval_step(xs, ys, xq, yq):
+        loss, acc, _ = model.episode_losses(xs, ys, xq, yq, training=False)
+        return loss, acc
+
+    rng = np.random.default_rng(0)
+
+    def batch(query, tasks):
+        def unit(n):
+            x = rng.standard_normal((tasks, n, c['dim'])).astype(np.float32)
+            return x / np.linalg.norm(x, axis=-1, keepdims=True)
+        ys = np.tile(np.repeat(np.arange(c['way']), c['shot']), (tasks, 1)).astype(np.int32)
+        yq = np.tile(np.repeat(np.arange(c['way']), query), (tasks, 1)).astype(np.int32)
+        return unit(ns), ys, unit(c['way'] * query), yq
+
+    train = [batch(c['query'], T) for _ in range(4)]
+    # Evaluation as the runner computes it: --eval_chunk (20) episodes per call.
+    test = [batch(c['test_query'], 20) for _ in range(2)]
+    timing = time_steps(train_step, eval_step, train, windows, window_steps, 0)
+    t = time.perf_counter()
+    eval_step(*test[0])[-1].numpy()
+    timing['first_eval_s'] = time.perf_counter() - t
+    t = time.perf_counter()
+    for i in range(test_batches):
+        eval_step(*test[i % len(test)])[-1].numpy()
+    timing['test_episodes_per_s'] = test_batches * 20 / (time.perf_counter() - t)
+    timing['peak_rss_mb'] = peak_rss_mb()
+    return dict(config=name, model='leo', **timing)
+
+
 # ---- the reference (PyTorch, in subprocesses) ---------------------------------------------
 def run_python(args, timeout=1800):
     """Runs a Python script with args; returns (stdout, peak RSS MB of that process)."""
@@ -232,7 +295,7 @@ def main(argv=None):
     p.add_argument('--configs', default=','.join(CONFIGS),
                    help=f'comma-separated, from: {", ".join(CONFIGS)}')
     p.add_argument('--model', default='maml',
-                   choices=['maml', 'fomaml', 'metasgd', 'metadrop', 'taml'],
+                   choices=['maml', 'fomaml', 'metasgd', 'metadrop', 'taml', 'leo'],
                    help='our method (the *_fo configurations turn maml into fomaml; the taml_* '
                         'configurations run l2b\'s code path: maml / metasgd / taml = its '
                         'switches off / alpha / all four); the PyTorch reference is MAML, so it '
@@ -262,6 +325,10 @@ def main(argv=None):
     names = [n.strip() for n in args.configs.split(',') if n.strip()]
     if args.model == 'taml' and args.configs == p.get_default('configs'):
         names = [n for n in CONFIGS if 'max_shot' in CONFIGS[n]]
+    if args.model == 'leo' and args.configs == p.get_default('configs'):
+        names = [n for n in CONFIGS if 'dim' in CONFIGS[n]]
+    elif args.configs == p.get_default('configs'):
+        names = [n for n in names if 'dim' not in CONFIGS[n]]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         p.error(f'unknown configuration(s) {", ".join(unknown)}; known: {", ".join(CONFIGS)}')
@@ -272,6 +339,10 @@ def main(argv=None):
     if have_ref and args.model == 'metadrop':
         print('reference skipped: the PyTorch reference is MAML; there is none for Meta-Dropout '
               '(compare with a --model maml run of the same configuration)')
+        have_ref = False
+    if have_ref and args.model == 'leo':
+        print('reference skipped: the PyTorch reference is MAML on images; there is none for '
+              'LEO (deepmind/leo is TF1 code that no longer installs)')
         have_ref = False
     if have_ref and not os.path.exists(args.reference):
         print(f'reference skipped: {args.reference} not found (pass --reference PATH)')
