@@ -3,7 +3,7 @@
 # class-conditional Gaussians in 640 dimensions whose means lie in a random 16-dim subspace;
 # 64 / 16 / 20 classes x 600 examples, miniImageNet's shape). 5-way 1-shot then 5-shot, each with the
 # README's miniImageNet hyperparameters for its shot, float32 as the original's
-# runner, ITERS_1SHOT / ITERS_5SHOT steps (default 6000) validating every 500 on 2 x 200 episodes, then the
+# runner, ITERS_1SHOT / ITERS_5SHOT steps (default 12000 / 8000) validating every 500 on 2 x 200 episodes, then the
 # original's test protocol (10000 episodes, all 600 - K other images of each class as
 # queries) on the best-validated checkpoint. bayes.json in the data folder holds the
 # accuracy of the Bayes-optimal rule on the test classes, to compare with.
@@ -15,7 +15,7 @@ HP5="--outer_lr=4.102361e-4 --l2_penalty_weight=8.540338e-9 --orthogonality_pena
 COMMON="--model leo --dataset leo_custom --data_path $DATA --nouse_64bits_dtype"
 TRAIN="--checkpoint_steps 500 --n_val_batches 2"
 [ -f "$DATA/bayes.json" ] || python -m benchmarks.leo_gaussian --out "$DATA"
-python main.py $COMMON $HP1 --num_tr_examples_per_class 1 --checkpoint_path $OUT/leo_1shot --num_steps_limit ${ITERS_1SHOT:-6000} $TRAIN "$@"
+python main.py $COMMON $HP1 --num_tr_examples_per_class 1 --checkpoint_path $OUT/leo_1shot --num_steps_limit ${ITERS_1SHOT:-12000} $TRAIN "$@"
 python main.py $COMMON $HP1 --num_tr_examples_per_class 1 --checkpoint_path $OUT/leo_1shot --evaluation_mode "$@"
-python main.py $COMMON $HP5 --num_tr_examples_per_class 5 --checkpoint_path $OUT/leo_5shot --num_steps_limit ${ITERS_5SHOT:-6000} $TRAIN "$@"
+python main.py $COMMON $HP5 --num_tr_examples_per_class 5 --checkpoint_path $OUT/leo_5shot --num_steps_limit ${ITERS_5SHOT:-8000} $TRAIN "$@"
 python main.py $COMMON $HP5 --num_tr_examples_per_class 5 --checkpoint_path $OUT/leo_5shot --evaluation_mode "$@"
