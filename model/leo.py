@@ -114,6 +114,12 @@ class LEO(snt.Module):
         return [*self.weight_matrices, self.inner_lr, self.finetuning_lr]
 
     # ---- sub-networks ----------------------------------------------------------------
+    @staticmethod
+    def noise(shape, dtype):
+        """The standard normal draws of the reparameterised samples (a test may replace it
+        with fixed values)."""
+        return tf.random.normal(shape, dtype=dtype)
+
     def dropout(self, x, training):
         if training and self.dropout_rate > 0:
             return tf.nn.dropout(x, rate=self.dropout_rate)
@@ -154,7 +160,7 @@ class LEO(snt.Module):
         if not training:
             return means, tf.zeros(tf.shape(means)[:1], means.dtype)
         sigma = tf.maximum(tf.exp(u) - (1. - stddev_offset), SIGMA_FLOOR)
-        eps = tf.random.normal(tf.shape(means), dtype=means.dtype)
+        eps = self.noise(tf.shape(means), means.dtype)
         z = means + sigma * eps
         # (z - means) / sigma is eps, value and gradient (the two paths through z cancel);
         # written as eps it keeps its precision when sigma sits at the 1e-10 floor, where

@@ -24,7 +24,7 @@ GRADIENT_CHECK = textwrap.dedent('''
     import json, sys
     import numpy as np
     import tensorflow as tf
-    from model import maml, nets, optim, runner, steps, taml
+    from model import leo, maml, nets, optim, runner, steps, taml
     runner.configure_cpu_devices(2)
 
     def build(strategy):
@@ -35,31 +35,41 @@ GRADIENT_CHECK = textwrap.dedent('''
                 model = taml.TAML(net, max_shot=3, n_steps=2, alpha_on=True, omega_on=True,
                                   gamma_on=True, z_on=True)
                 model.noise = lambda shape, dtype: tf.fill(shape, tf.constant(0.3, dtype))
+            elif sys.argv[1] == 'leo':   # every penalty on, fixed latent/weight noise
+                model = leo.LEO(3, 2, 7, num_latents=3, inner_unroll_length=2,
+                                finetuning_unroll_length=2, inner_lr_init=0.5,
+                                finetuning_lr_init=0.3, dropout_rate=0., kl_weight=0.1,
+                                encoder_penalty_weight=0.1, l2_penalty_weight=0.01,
+                                orthogonality_penalty_weight=0.1)
+                model.noise = lambda shape, dtype: tf.fill(shape, tf.constant(0.3, dtype))
+                opt = optim.SGD(model.outer_variables, 1.0, momentum=0.)
+                return model, opt, leo.make_outer_update(model, opt, 0., 0.)
             else:
                 net = nets.Conv4(3, 4, (16, 16, 1), dtype=tf.float64)
                 model = maml.MAML(net, inner_lr=0.3, n_steps=2, bn_mode=sys.argv[1])
             # SGD without momentum at lr 1: the update is minus the meta-gradient.
-            return model, optim.SGD(model.outer_variables, 1.0, momentum=0.)
+            return model, optim.SGD(model.outer_variables, 1.0, momentum=0.), None
 
     rng = np.random.default_rng(0)
     T = 4
-    xs = rng.random((T, 6, 16, 16, 1))
-    xq = rng.random((T, 9, 16, 16, 1))
+    shape = (7,) if sys.argv[1] == 'leo' else (16, 16, 1)   # LEO: embedding vectors
+    xs = rng.random((T, 6, *shape))
+    xq = rng.random((T, 9, *shape))
     ys = np.tile(np.repeat(np.arange(3), 2), (T, 1)).astype(np.int32)
     if sys.argv[1] == 'taml':   # imbalanced tasks, zero-padded support rows
         ys[1] = [0, 1, 1, 2, -1, -1]
         ys[2] = [0, 1, 2, -1, -1, -1]
         xs[ys < 0] = 0.
     yq = np.tile(np.repeat(np.arange(3), 3), (T, 1)).astype(np.int32)
-    spec = steps.episode_spec(T, 6, 9, (16, 16, 1))
+    spec = steps.episode_spec(T, 6, 9, shape)
     spec = [tf.TensorSpec(s.shape, tf.float64 if s.dtype == tf.float32 else s.dtype) for s in spec]
     strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
     out = {'replicas': strategy.num_replicas_in_sync}
     for name, strat in (('single', None), ('mirrored', strategy)):
-        model, opt = build(strat)
+        model, opt, update = build(strat)
         before = [v.numpy().copy() for v in model.outer_variables]
-        loss, acc, applied, *extras = steps.make_train_step(model, opt, 0., spec,
-                                                            strategy=strat)(xs, ys, xq, yq)
+        loss, acc, applied, *extras = steps.make_train_step(
+            model, opt, 0., spec, strategy=strat, update=update)(xs, ys, xq, yq)
         out[name] = dict(loss=float(loss), acc=acc.numpy().tolist(), applied=bool(applied),
                          extras={k: float(v) for k, v in (extras[0] if extras else {}).items()},
                          grads=[(b - v.numpy()).ravel().tolist()
@@ -81,7 +91,7 @@ def run_python(code, *args, env=None, timeout=300):
     return json.loads(line[len('RESULT'):])
 
 
-@pytest.mark.parametrize('bn_mode', ['transductive', 'episodic', 'taml'])
+@pytest.mark.parametrize('bn_mode', ['transductive', 'episodic', 'taml', 'leo'])
 def test_mirrored_meta_gradient_equals_single_device(bn_mode):
     r = run_python(GRADIENT_CHECK, bn_mode, timeout=900)
     assert r['replicas'] == 2
@@ -96,7 +106,7 @@ def test_mirrored_meta_gradient_equals_single_device(bn_mode):
     assert mirrored['extras'].keys() == single['extras'].keys()
     for k, v in single['extras'].items():      # TAML's cent and kl, averaged over replicas
         assert mirrored['extras'][k] == pytest.approx(v, rel=1e-12)
-    assert ('kl' in single['extras']) == (bn_mode == 'taml')
+    assert ('kl' in single['extras']) == (bn_mode in ('taml', 'leo'))
     assert 'metabatch 3 cannot be split evenly across 2 replicas' in r['odd_metabatch']
 
 
