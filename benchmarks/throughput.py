@@ -49,6 +49,9 @@ CONFIGS = {
                             num_latents=64, n_steps=5, finetuning_steps=5, float64=False),
     'leo_mini5_5shot': dict(way=5, shot=5, query=15, test_query=595, metabatch=12, dim=640,
                             num_latents=64, n_steps=5, finetuning_steps=5, float64=False),
+    # The module's default precision (--use_64bits_dtype), for comparison.
+    'leo_mini5_1shot_f64': dict(way=5, shot=1, query=15, test_query=599, metabatch=12, dim=640,
+                                num_latents=64, n_steps=5, finetuning_steps=5, float64=True),
 }
 TAML_SWITCHES = {'maml': (), 'metasgd': ('alpha',), 'taml': ('alpha', 'omega', 'gamma', 'z')}
 
