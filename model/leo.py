@@ -302,12 +302,16 @@ def make_outer_update(model, optimizer, gradient_threshold=0.1, gradient_norm_th
     check = tf.math.is_nan if original_nan_guard else (lambda x: tf.logical_not(tf.math.is_finite(x)))
 
     def update(loss, grads):
-        present = [g for g in grads if g is not None]
+        have = [i for i, g in enumerate(grads) if g is not None]
+        present = [grads[i] for i in have]
         bad = tf.reduce_any(tf.stack([tf.reduce_any(check(x)) for x in [loss, *present]]))
-        fallback = nan_fallback_gradients(model, original_nan_guard)
-        chosen = [None if g is None else
-                  tf.cond(bad, lambda f=f: tf.cast(f, g.dtype), lambda g=g: g)
-                  for g, f in zip(grads, fallback)]
+
+        def fallback():   # computed only on a bad step
+            f = nan_fallback_gradients(model, original_nan_guard)
+            return [tf.cast(f[i], grads[i].dtype) for i in have]
+
+        picked = iter(tf.cond(bad, fallback, lambda: present))
+        chosen = [next(picked) if g is not None else None for g in grads]
         clipped = []
         for g in chosen:
             if g is not None and gradient_threshold > 0:

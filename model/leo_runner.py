@@ -29,13 +29,12 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from data.episodes import EpisodeSampler, EpisodeSizeError
 from model import leo
 from model import steps
 from model.runner import (CHECKPOINT_NAME, Runner, RunError, TEST_STREAM, VAL_STREAM,
-                          confidence_interval, episode_rng, prefetch, write_atomically)
+                          confidence_interval, write_atomically, write_record)
 
 BEST_DIR = 'best_checkpoint'
 TMP_BEST_DIR = 'tmp_best_checkpoint'
@@ -109,28 +108,6 @@ class LeoRunner(Runner):
             self._leo_eval_step = eval_step
         return self._leo_eval_step
 
-    def evaluate_batches(self, split, n_batches, batch_size, stream, desc):
-        """(mean loss, per-episode accuracies) over n_batches batches of batch_size episodes
-        (episodes of batch j drawn from the generator of (seed, stream, j))."""
-        cfg = self.cfg
-        sampler = self.sampler(split)
-        chunk = max(1, min(cfg.eval_chunk, batch_size))
-
-        def chunks():
-            for j in range(n_batches):
-                rng = episode_rng(cfg.seed, stream, j)
-                for start in range(0, batch_size, chunk):
-                    yield sampler.sample(rng, min(chunk, batch_size - start))
-
-        total = n_batches * -(-batch_size // chunk)
-        losses, accs = [], []
-        for ep in tqdm(prefetch(chunks(), size=2), total=total, desc=desc, leave=False,
-                       disable=not cfg.progress):
-            loss, acc = self.eval_step(*ep)
-            losses.append(loss.numpy())
-            accs.append(acc.numpy())
-        return float(np.mean(np.concatenate(losses))), np.concatenate(accs)
-
     # ---- meta-train ----------------------------------------------------------------
     def bad_step_message(self, i, loss, bad_in_a_row, total):
         kind = 'NaN' if self.cfg.original_nan_guard else 'non-finite'
@@ -154,8 +131,8 @@ class LeoRunner(Runner):
         cfg = self.cfg
         if i % cfg.val_freq:
             return
-        loss, acc = self.evaluate_batches('val', cfg.n_val_batches, cfg.metavalid_batch_size,
-                                          VAL_STREAM, 'meta-valid')
+        loss, acc = self.evaluate('val', cfg.n_val_batches, VAL_STREAM, 'meta-valid',
+                                  cfg.metavalid_batch_size, cfg.eval_chunk)
         accuracy = float(np.mean(acc))
         write(f'Step: {i} meta-valid accuracy: {accuracy}')
         tf.summary.scalar('metavalid_loss', loss, step=i)
@@ -171,13 +148,13 @@ class LeoRunner(Runner):
 
     def record_validation(self, i, loss, accuracy, n):
         path = os.path.join(self.cfg.savedir, VALIDATION_RECORD)
-        try:
+        try:   # a log of validations only: model selection reads best_checkpoint/
             with open(path) as f:
-                records = [r for r in json.load(f) if r['step'] != i]
+                records = json.load(f)
         except (OSError, ValueError):
             records = []
-        records.append(dict(step=i, accuracy=accuracy, loss=loss, n_episodes=int(n)))
-        write_atomically(path, json.dumps(sorted(records, key=lambda r: r['step']), indent=1))
+        write_record(path, records, dict(step=i, accuracy=accuracy, loss=loss,
+                                         n_episodes=int(n)), 'step')
 
     # ---- the best checkpoint -------------------------------------------------------
     def best_dir(self):
@@ -249,8 +226,8 @@ class LeoRunner(Runner):
             raise RunError(f'--n_test_iters {cfg.n_test_iters} is smaller than '
                            f'--metatest_batch_size {cfg.metatest_batch_size}: no batch to run')
         t0 = time.time()
-        loss, acc = self.evaluate_batches('test', n_batches, cfg.metatest_batch_size,
-                                          TEST_STREAM, 'meta_test')
+        loss, acc = self.evaluate('test', n_batches, TEST_STREAM, 'meta_test',
+                                  cfg.metatest_batch_size, cfg.eval_chunk)
         plain = float(np.mean(acc))   # = the mean of the equal-sized batch means
         mean, ci = confidence_interval(100. * acc)
         where = os.path.relpath(ckpt, cfg.savedir)

@@ -209,6 +209,13 @@ def confidence_interval(acc):
     return float(acc.mean()), float(1.96 * acc.std() / np.sqrt(len(acc)))
 
 
+def write_record(path, records, record, key):
+    """Writes `records` with `record` replacing any entry of the same `key` (a resumed run
+    validating a step again), sorted by `key`, as indented JSON, atomically."""
+    records = [r for r in records if r[key] != record[key]] + [record]
+    write_atomically(path, json.dumps(sorted(records, key=lambda r: r[key]), indent=1))
+
+
 def checkpoint_number(path):
     m = re.search(r'-(\d+)$', path)
     return int(m.group(1)) if m else -1
@@ -544,15 +551,25 @@ class Runner:
                                    self.lr_milestones, getattr(cfg, 'lr_decay', 0.1),
                                    cfg.n_train_iters)
 
-    def evaluate(self, split, n_batches, stream, desc):
-        """Mean query loss and per-episode accuracies over n_batches metabatches."""
+    def evaluate(self, split, n_batches, stream, desc, batch_size=None, chunk=None):
+        """Mean query loss and per-episode accuracies over n_batches batches of batch_size
+        (default --metabatch) episodes; batch j's episodes come from the generator of (seed,
+        stream, j), drawn and run `chunk` (default: all) episodes at a time, which changes
+        memory only."""
         sampler = self.sampler(split)
         cfg = self.cfg
-        episodes = (sampler.sample(episode_rng(cfg.seed, stream, j), cfg.metabatch)
-                    for j in range(n_batches))
+        batch_size = batch_size or cfg.metabatch
+        chunk = max(1, min(chunk or batch_size, batch_size))
+
+        def episodes():
+            for j in range(n_batches):
+                rng = episode_rng(cfg.seed, stream, j)
+                for start in range(0, batch_size, chunk):
+                    yield sampler.sample(rng, min(chunk, batch_size - start))
+
         losses, accs = [], []
-        for ep in tqdm(prefetch(episodes), total=n_batches, desc=desc, leave=False,
-                       disable=not cfg.progress):
+        for ep in tqdm(prefetch(episodes()), total=n_batches * -(-batch_size // chunk),
+                       desc=desc, leave=False, disable=not cfg.progress):
             loss, acc = self.eval_step(*ep)
             losses.append(loss.numpy())
             accs.append(acc.numpy())

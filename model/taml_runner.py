@@ -36,7 +36,7 @@ from data.datasets import DatasetError, load_dataset
 from data.episodes import ImbalancedSampler, support_counts
 from model import steps
 from model.runner import (CHECKPOINT_NAME, Runner, RunError, confidence_interval,
-                          dataset_options, episode_rng, prefetch, write_atomically,
+                          dataset_options, episode_rng, prefetch, write_atomically, write_record,
                           VAL_STREAM, TEST_STREAM)
 
 BALANCE_STREAM = 3
@@ -175,9 +175,8 @@ class TamlRunner(Runner):
         tf.summary.scalar('val/cent', cent, step=i)
         tf.summary.scalar('val/kl', kl, step=i)
         tf.summary.scalar('val/id_acc', record['id_acc'], step=i)
-        records = [r for r in self.validation_records() if r['iteration'] != i] + [record]
-        write_atomically(os.path.join(cfg.savedir, VALIDATION_RECORD),
-                         json.dumps(sorted(records, key=lambda r: r['iteration']), indent=1))
+        write_record(os.path.join(cfg.savedir, VALIDATION_RECORD), self.validation_records(),
+                     record, 'iteration')
 
     def should_save(self, i):
         # Every validated iteration has its checkpoint (l2b validated at 10000 whatever
