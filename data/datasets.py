@@ -1,7 +1,7 @@
 """Dataset registry: `load_dataset(name, data_root, **options)` -> FewShotDataset.
 
-Readers live in one module per dataset (omniglot.py, mimgnet.py, tiered.py, cifar.py, svhn.py,
-cub.py, folder.py, synthetic.py, leo.py) and are imported lazily, so loading one dataset never pays
+Readers live in one module per dataset (omniglot.py, mimgnet.py, tiered.py, cifar.py, fc100.py,
+svhn.py, cub.py, folder.py, synthetic.py, leo.py) and are imported lazily, so loading one dataset never pays
 for the others. The leo_* datasets are LEO's pre-computed feature vectors, not images: their
 image_shape is (D,).
 """
@@ -73,6 +73,7 @@ _READERS = {
     'mimgnet': ('mimgnet', 'load'),
     'tiered': ('tiered', 'load'),
     'cifar': ('cifar', 'load'),
+    'fc100': ('fc100', 'load'),              # FC100 (Fewshot-CIFAR100) as MTL reads it: JPEG folders
     'svhn': ('svhn', 'load'),
     'cub': ('cub', 'load'),
     'leo_mini': ('leo', 'load_mini'),        # LEO's miniImageNet embeddings (center / multiview)

@@ -8,6 +8,7 @@
     python data/get_data.py --dataset tiered                       # MetaOptNet's npz tar + cache
     python data/get_data.py --dataset tiered --source ren          # Ren et al.'s PNG pickles
     python data/get_data.py --dataset cifar [--jpeg_roundtrip]     # CIFAR-FS from CIFAR-100
+    python data/get_data.py --dataset fc100                        # FC100 (MTL): 84x84 JPEG folders + cache
     python data/get_data.py --dataset svhn [--svhn_val fixed|random]  # SVHN (OOD): valid + test
     python data/get_data.py --dataset cub [--source caltech]       # CUB (OOD): l2b's files, or built
     python data/get_data.py --dataset mimgnet --source l2b         # l2b's train/valid/test.npy
@@ -407,6 +408,44 @@ def preprocess_cifar(dataset_dir, paths, force, jpeg_roundtrip=False, progress=T
         raise _preprocessing_failed('CIFAR-FS', dataset_dir, exc) from None
 
 
+def prepare_fc100(dataset_dir):
+    """Reuses the CIFAR-100 archive that `--dataset cifar` fetched into <data_root>/cifar/ (hard
+    link, else copy), so FC100 does not download the same 161 MB again; the download step then
+    checks it (md5, unless --no_verify) as it checks any file already in place."""
+    import shutil
+    dest = os.path.join(dataset_dir, 'cifar-100-python.tar.gz')
+    src = os.path.join(os.path.dirname(os.path.normpath(dataset_dir)), 'cifar', 'cifar-100-python.tar.gz')
+    if os.path.exists(dest) or not os.path.isfile(src):
+        return
+    os.makedirs(dataset_dir, exist_ok=True)
+    try:
+        os.link(src, dest)
+        log.info('Reusing %s (hard link) as %s.', src, dest)
+    except OSError:
+        tmp = dest + '.copying'
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+            log.info('Reusing %s (copied) as %s.', src, dest)
+        except OSError as exc:
+            log.warning('Could not reuse %s (%s); downloading the archive instead.', src, exc)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def preprocess_fc100(dataset_dir, paths, force, progress=True):
+    """Builds FC100's train/val/test JPEG folders from cifar-100-python.tar.gz and decodes them
+    into the cache_*.npy the reader uses (data.fc100.build, build_cache)."""
+    from data.datasets import DatasetError
+    from data.fc100 import build, build_cache
+    try:
+        folders = build(paths[0], dataset_dir, force=force, progress=progress)
+        return f'{folders}; {build_cache(dataset_dir, force=force, progress=progress)}'
+    except (DatasetError, OSError) as exc:
+        raise _preprocessing_failed('FC100', dataset_dir, exc) from None
+
+
 def preprocess_svhn(dataset_dir, paths, force, svhn_val=None, progress=True):
     """Builds SVHN's valid.npy and test.npy from the .mat files (data.svhn.build)."""
     from data.datasets import DatasetError
@@ -688,6 +727,18 @@ DATASETS = {
                             "64/16/20 classes x 600 as l2b (train, valid, test.npy, uint8; exact "
                             'pixels, or --jpeg_roundtrip for l2b\'s lossy JPEG round trip)',
                 preprocess=preprocess_cifar, options=('jpeg_roundtrip', 'progress'),
+                files=(RemoteFile('cifar-100-python', 'cifar-100-python.tar.gz', CIFAR100_URL,
+                                  CIFAR100_MD5),)),
+        }),
+    'fc100': Dataset(
+        default_source='official',
+        sources={
+            'official': Source(
+                description='CIFAR-100 (cifar-100-python.tar.gz, md5 checked; reused from <data_root>/cifar/ '
+                            "when --dataset cifar fetched it) split by superclass as TADAM's FC100, 60/20/20 "
+                            'classes x 600, written as MTL reads it: train/ val/ test/<class>/<nnnn>.jpg, '
+                            '84x84 (PIL BICUBIC upsampling, JPEG quality 95), then decoded into cache_*.npy',
+                preprocess=preprocess_fc100, options=('progress',), prepare=prepare_fc100,
                 files=(RemoteFile('cifar-100-python', 'cifar-100-python.tar.gz', CIFAR100_URL,
                                   CIFAR100_MD5),)),
         }),
