@@ -4,6 +4,7 @@ the same invocation, with their ratio.
 
     python -m benchmarks.throughput                       # every standard configuration
     python -m benchmarks.throughput --configs omni20_1shot --model maml
+    python -m benchmarks.throughput --model mtl           # the mtl_* configurations
 
 Each measurement runs in a fresh process (so peak RSS is that configuration's alone), on
 random inputs of the configuration's shapes, as the reference does. Ours runs the same
@@ -52,7 +53,43 @@ CONFIGS = {
     # The module's default precision (--use_64bits_dtype), for comparison.
     'leo_mini5_1shot_f64': dict(way=5, shot=1, query=15, test_query=599, metabatch=12, dim=640,
                                 num_latents=64, n_steps=5, finetuning_steps=5, float64=True),
+    # MTL (yaoyao-liu/meta-transfer-learning's runner, main.py MTL_DEFAULTS): 5-way,
+    # metabatch 2, 15 queries per class and 20 second-order inner steps (FC only, base_lr
+    # 1e-3) at meta-train; meta-test 100 inner steps on the flip-doubled support set with K
+    # queries per class, --eval_chunk (10) episodes per call. Random (not pre-trained)
+    # backbone weights: the speed does not depend on them.
+    'mtl_mini5_1shot': dict(way=5, shot=1, query=15, test_query=1, metabatch=2, n_steps=20,
+                            n_test_steps=100, base_lr=1e-3, arch='resnet12', image=(84, 84, 3),
+                            img_size=84, test_chunk=10),
+    'mtl_mini5_5shot': dict(way=5, shot=5, query=15, test_query=5, metabatch=2, n_steps=20,
+                            n_test_steps=100, base_lr=1e-3, arch='resnet12', image=(84, 84, 3),
+                            img_size=84, test_chunk=10),
+    # Our Omniglot runs (runfiles/mtl_omni_small.sh): 28x28 grey images, replicated to three
+    # channels, at --img_size 28 (28 -> 14 -> 7 -> 3 -> 1).
+    'mtl_omni5_1shot_28': dict(way=5, shot=1, query=15, test_query=1, metabatch=2, n_steps=20,
+                               n_test_steps=100, base_lr=1e-3, arch='resnet12',
+                               image=(28, 28, 1), img_size=28, test_chunk=10),
 }
+# Test-only configurations: accepted by --configs, never run by default nor listed.
+TEST_CONFIGS = {
+    # MTL's whole code path at a toy size (tests/test_throughput.py): ResNet-12 at 16x16.
+    'mtl_tiny': dict(way=3, shot=1, query=2, test_query=1, metabatch=2, n_steps=2,
+                     n_test_steps=3, base_lr=1e-3, arch='resnet12', image=(16, 16, 1),
+                     img_size=16, test_chunk=2),
+}
+ALL_CONFIGS = {**CONFIGS, **TEST_CONFIGS}
+# Per-model defaults of --windows / --window_steps / --test_batches (an 84x84 MTL step takes
+# ~45 s on 2 cores) and the warm-up steps before the timed windows.
+TIMING_DEFAULTS = {'mtl': dict(windows=3, window_steps=1, test_batches=2, warmup=1)}
+DEFAULT_TIMING = dict(windows=5, window_steps=3, test_batches=5, warmup=2)
+
+
+def is_leo(c):
+    return 'dim' in c
+
+
+def is_mtl(c):
+    return 'arch' in c
 TAML_SWITCHES = {'maml': (), 'metasgd': ('alpha',), 'taml': ('alpha', 'omega', 'gamma', 'z')}
 
 
@@ -61,18 +98,22 @@ def peak_rss_mb():
 
 
 # ---- our side (runs in a worker process) ------------------------------------------------
-def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1):
+def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1, warmup=2):
     import types
     import numpy as np
     __import__('main')  # sets TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
     import tensorflow as tf
     from model import build_model, optim, steps
 
-    c = CONFIGS[name]
-    if 'dim' in c:
+    c = ALL_CONFIGS[name]
+    if is_leo(c):
         return leo_worker(name, model_name, windows, window_steps, test_batches)
     if model_name == 'leo':
         raise SystemExit(f'{name} is not a LEO configuration; LEO runs leo_* configurations')
+    if is_mtl(c):
+        return mtl_worker(name, model_name, windows, window_steps, test_batches, warmup)
+    if model_name == 'mtl':
+        raise SystemExit(f'{name} is not an MTL configuration; MTL runs mtl_* configurations')
     if 'max_shot' in c:
         return taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples)
     if c['first_order']:
@@ -101,13 +142,15 @@ def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1):
                                                             windows, window_steps, test_batches))
 
 
-def time_steps(train_step, eval_step, batches, windows, window_steps, test_batches):
-    """First step, median steps/s over windows after 2 warm-up steps, first eval and test
-    episodes/s, on the given batches."""
+def time_steps(train_step, eval_step, batches, windows, window_steps, test_batches, test=None,
+               warmup=2):
+    """First step, median steps/s over windows after `warmup` steps, first eval and test
+    episodes/s, on the given batches (meta-test on `test` when given)."""
+    test = batches if test is None else test
     t = time.perf_counter()
     train_step(*batches[0])[0].numpy()
     first_step = time.perf_counter() - t
-    for i in range(2):
+    for i in range(warmup):
         train_step(*batches[i % len(batches)])[0].numpy()
     rates = []
     for w in range(windows):
@@ -117,12 +160,12 @@ def time_steps(train_step, eval_step, batches, windows, window_steps, test_batch
         out[0].numpy()
         rates.append(window_steps / (time.perf_counter() - t))
     t = time.perf_counter()
-    eval_step(*batches[0])[-1].numpy()
+    eval_step(*test[0])[-1].numpy()
     first_eval = time.perf_counter() - t
     t = time.perf_counter()
     for i in range(test_batches):
-        eval_step(*batches[i % len(batches)])[-1].numpy()
-    test_eps = test_batches * len(batches[0][0]) / (time.perf_counter() - t)
+        eval_step(*test[i % len(test)])[-1].numpy()
+    test_eps = test_batches * len(test[0][0]) / (time.perf_counter() - t)
     return dict(steps_per_s=statistics.median(rates), window_rates=rates,
                 first_step_s=first_step, first_eval_s=first_eval, test_episodes_per_s=test_eps,
                 peak_rss_mb=peak_rss_mb())
@@ -210,16 +253,48 @@ def leo_worker(name, model_name, windows, window_steps, test_batches):
     train = [batch(c['query'], T) for _ in range(4)]
     # Evaluation as the runner computes it: --eval_chunk (20) episodes per call.
     test = [batch(c['test_query'], 20) for _ in range(2)]
-    timing = time_steps(train_step, eval_step, train, windows, window_steps, 0)
-    t = time.perf_counter()
-    eval_step(*test[0])[-1].numpy()
-    timing['first_eval_s'] = time.perf_counter() - t
-    t = time.perf_counter()
-    for i in range(test_batches):
-        eval_step(*test[i % len(test)])[-1].numpy()
-    timing['test_episodes_per_s'] = test_batches * 20 / (time.perf_counter() - t)
-    timing['peak_rss_mb'] = peak_rss_mb()
-    return dict(config=name, model='leo', **timing)
+    return dict(config=name, model='leo', **time_steps(train_step, eval_step, train, windows,
+                                                       window_steps, test_batches, test=test))
+
+
+def mtl_worker(name, model_name, windows, window_steps, test_batches, warmup):
+    """An MTL configuration: the runner's compiled meta-train step (T tasks of n_steps
+    second-order FC steps, Adam on the scales, shifts and FC, NaN guard) and its meta-test
+    step (n_test_steps in a tf.while_loop on the flip-doubled support set), on random
+    images of the configuration's shape."""
+    import numpy as np
+    __import__('main')  # TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
+    import tensorflow as tf
+    from model import mtl, optim, steps
+
+    if model_name != 'mtl':
+        raise SystemExit(f'{name} is an MTL configuration: run it with --model mtl')
+    c = ALL_CONFIGS[name]
+    tf.random.set_seed(0)
+    model = mtl.MTL(c['way'], c['shot'], c['image'], arch=c['arch'], img_size=c['img_size'],
+                    base_lr=c['base_lr'], n_steps=c['n_steps'], n_test_steps=c['n_test_steps'],
+                    base_augmentation=True)
+    opt = optim.Adam(model.outer_variables, 1e-3)
+    T, ns = c['metabatch'], c['way'] * c['shot']
+    train_step = mtl.make_meta_train_step(
+        model, opt, steps.episode_spec(T, ns, c['way'] * c['query'], c['image']))
+    eval_step = mtl.make_eval_step(model, steps.episode_spec(None, None, None, c['image']),
+                                   c['n_test_steps'], True)
+    rng = np.random.default_rng(0)
+
+    def batch(query, tasks):
+        ys = np.tile(np.repeat(np.arange(c['way']), c['shot']), (tasks, 1)).astype(np.int32)
+        yq = np.tile(np.repeat(np.arange(c['way']), query), (tasks, 1)).astype(np.int32)
+        return (rng.standard_normal((tasks, ns, *c['image']), dtype=np.float32), ys,
+                rng.standard_normal((tasks, c['way'] * query, *c['image']), dtype=np.float32),
+                yq)
+
+    train = [batch(c['query'], T) for _ in range(4)]
+    # Meta-test as the runner computes it: --eval_chunk episodes per call, K queries a class.
+    test = [batch(c['test_query'], c['test_chunk']) for _ in range(2)]
+    return dict(config=name, model='mtl', **time_steps(train_step, eval_step, train, windows,
+                                                       window_steps, test_batches, test=test,
+                                                       warmup=warmup))
 
 
 # ---- the reference (PyTorch, in subprocesses) ---------------------------------------------
@@ -264,7 +339,7 @@ def run_worker(name, args):
     cmd = [sys.executable, '-m', 'benchmarks.throughput', '--worker', name, '--model', args.model,
            '--mc_samples', str(args.mc_samples),
            '--windows', str(args.windows), '--window_steps', str(args.window_steps),
-           '--test_batches', str(args.test_batches)]
+           '--test_batches', str(args.test_batches), '--warmup', str(args.warmup)]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         raise RuntimeError(f'worker {name} failed: {out.stderr[-3000:]}')
@@ -298,17 +373,24 @@ def main(argv=None):
     p.add_argument('--configs', default=','.join(CONFIGS),
                    help=f'comma-separated, from: {", ".join(CONFIGS)}')
     p.add_argument('--model', default='maml',
-                   choices=['maml', 'fomaml', 'metasgd', 'metadrop', 'taml', 'leo'],
+                   choices=['maml', 'fomaml', 'metasgd', 'metadrop', 'taml', 'leo', 'mtl'],
                    help='our method (the *_fo configurations turn maml into fomaml; the taml_* '
                         'configurations run l2b\'s code path: maml / metasgd / taml = its '
-                        'switches off / alpha / all four); the PyTorch reference is MAML, so it '
+                        'switches off / alpha / all four; the leo_* configurations run with leo '
+                        'and the mtl_* ones with mtl); the PyTorch reference is MAML, so it '
                         'runs only for the MAML family on the non-TAML configurations')
     p.add_argument('--mc_samples', type=int, default=1,
                    help='--model metadrop: MC samples of the inner loss at meta-test (the '
                         'runfiles use 30); --model taml: sampled test passes (l2b: 10)')
-    p.add_argument('--windows', type=int, default=5, help='timed windows (median reported)')
-    p.add_argument('--window_steps', type=int, default=3, help='steps per timed window')
-    p.add_argument('--test_batches', type=int, default=5, help='meta-test metabatches timed')
+    p.add_argument('--windows', type=int,
+                   help='timed windows (median reported); default 5 (--model mtl: 3)')
+    p.add_argument('--window_steps', type=int,
+                   help='steps per timed window; default 3 (--model mtl: 1)')
+    p.add_argument('--test_batches', type=int,
+                   help='meta-test metabatches (LEO, MTL: evaluation calls) timed; default 5 '
+                        '(--model mtl: 2)')
+    p.add_argument('--warmup', type=int,
+                   help='untimed steps after the first one; default 2 (--model mtl: 1)')
     p.add_argument('--reference', default=DEFAULT_REFERENCE, help='path of torch_maml.py')
     p.add_argument('--ref_iters', type=int, default=10, help='timed steps of the reference')
     p.add_argument('--ref_test_episodes', type=int, default=20)
@@ -318,24 +400,33 @@ def main(argv=None):
     p.add_argument('--json', help='also write the results to this file')
     p.add_argument('--worker', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    for k, v in TIMING_DEFAULTS.get(args.model, DEFAULT_TIMING).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
 
     if args.worker:
         print('RESULT ' + json.dumps(worker(args.worker, args.model, args.windows,
                                             args.window_steps, args.test_batches,
-                                            args.mc_samples)))
+                                            args.mc_samples, args.warmup)))
         return 0
 
     names = [n.strip() for n in args.configs.split(',') if n.strip()]
     if args.model == 'taml' and args.configs == p.get_default('configs'):
         names = [n for n in CONFIGS if 'max_shot' in CONFIGS[n]]
     if args.model == 'leo' and args.configs == p.get_default('configs'):
-        names = [n for n in CONFIGS if 'dim' in CONFIGS[n]]
+        names = [n for n in CONFIGS if is_leo(CONFIGS[n])]
+    elif args.model == 'mtl' and args.configs == p.get_default('configs'):
+        names = [n for n in CONFIGS if is_mtl(CONFIGS[n])]
     elif args.configs == p.get_default('configs'):
-        names = [n for n in names if 'dim' not in CONFIGS[n]]
-    unknown = [n for n in names if n not in CONFIGS]
+        names = [n for n in names if not is_leo(CONFIGS[n]) and not is_mtl(CONFIGS[n])]
+    unknown = [n for n in names if n not in ALL_CONFIGS]
     if unknown:
         p.error(f'unknown configuration(s) {", ".join(unknown)}; known: {", ".join(CONFIGS)}')
     have_ref = not args.no_reference
+    if have_ref and args.model == 'mtl':
+        print('reference skipped: the PyTorch reference is MAML with a Conv4 network; there is '
+              'none for MTL (ResNet-12 with scaling and shifting; the original is TF1 code)')
+        have_ref = False
     if have_ref and importlib.util.find_spec('torch') is None:
         print('reference skipped: PyTorch is not installed (pip install torch==2.13.0)')
         have_ref = False
@@ -356,9 +447,9 @@ def main(argv=None):
     for name in names:
         ours = run_worker(name, args)
         ref = reference(name, args.reference, args.ref_iters, args.ref_test_episodes,
-                        args.threads) if have_ref and 'max_shot' not in CONFIGS[name] else None
+                        args.threads) if have_ref and 'max_shot' not in ALL_CONFIGS[name] else None
         results.append(dict(ours=ours, reference=ref))
-        line = (f'{name:16s} {ours["model"]:7s} train {fmt(ours["steps_per_s"])} steps/s, '
+        line = (f'{name:18s} {ours["model"]:7s} train {fmt(ours["steps_per_s"])} steps/s, '
                 f'first step {fmt(ours["first_step_s"], 1)} s, test '
                 f'{fmt(ours["test_episodes_per_s"], 2)} episodes/s, peak RSS '
                 f'{fmt(ours["peak_rss_mb"], 0)} MB')
