@@ -15,11 +15,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app
 from absl import flags
 
-MODES = ('meta_train', 'meta_test', 'export', 'adv_test')
+MODES = ('meta_train', 'meta_test', 'export', 'adv_test', 'pretrain')
 ATTACK_NORMS = ('l1', 'l2', 'linf')  # model/adversarial.py NORMS
-METHODS = ('maml', 'fomaml', 'metasgd', 'metadrop', 'taml', 'leo')
+METHODS = ('maml', 'fomaml', 'metasgd', 'metadrop', 'taml', 'leo', 'mtl')
 DATASETS = ('omniglot', 'folder', 'synthetic', 'mimgnet', 'tiered', 'cifar', 'svhn', 'cub',
-            'leo_mini', 'leo_tiered', 'leo_custom')
+            'leo_mini', 'leo_tiered', 'leo_custom', 'fc100')
 LEO_DATASETS = ('leo_mini', 'leo_tiered', 'leo_custom')   # embedding vectors
 LEO_DATASET_NAMES = {'miniImageNet': 'leo_mini', 'tieredImageNet': 'leo_tiered'}
 # --model leo: the original's defaults (leo config.py / runner.py) for the flags this
@@ -27,6 +27,12 @@ LEO_DATASET_NAMES = {'miniImageNet': 'leo_mini', 'tieredImageNet': 'leo_tiered'}
 LEO_DEFAULTS = dict(dataset='leo_mini', way=5, shot=1, query=15, metabatch=12, meta_lr=1e-4,
                     n_train_iters=100000, n_steps=5, val_freq=1000, save_freq=1000,
                     print_freq=500, n_val_batches=10, n_test_iters=10000, max_to_keep=5)
+# --model mtl: the original runner's values (mtl tensorflow/run_experiment.py; main.py's own
+# defaults differ: 15000 meta iterations, lr_drop_step 5000, meta_save_step 500).
+MTL_DEFAULTS = dict(dataset='mimgnet', way=5, shot=1, query=15, metabatch=2, meta_lr=1e-3,
+                    inner_lr=1e-3, n_train_iters=20000, n_steps=20, n_test_steps=100,
+                    val_freq=100, save_freq=100, print_freq=100, n_test_iters=600,
+                    clip_value=0., eval_chunk=10)
 OOD_ONLY_DATASETS = ('svhn', 'cub')   # no training split
 IMBALANCE_MODES = ('mixed', 'class', 'task', 'none')  # data/episodes.py IMBALANCE_MODES
 BN_MODES = ('transductive', 'episodic', 'support')  # model/maml.py BN_MODES
@@ -247,7 +253,7 @@ flags.DEFINE_boolean('original_nan_guard', False, "--model leo: the original's N
                      'only (Inf passes), and its swapped-name bug, which replaces each '
                      "meta-gradient by the variable's own value. Default: NaN or Inf, replaced "
                      'by the intended 1e-4 * W (0 for the step sizes).')
-flags.DEFINE_integer('eval_chunk', 20, '--model leo: episodes per compiled evaluation call '
+flags.DEFINE_integer('eval_chunk', 20, '--model leo, mtl (default 10): episodes per compiled evaluation call '
                      '(memory only: results are means over episodes).')
 flags.DEFINE_boolean('evaluation_mode', False, "--model leo: the original's switch for "
                      '--mode meta_test.')
@@ -259,6 +265,68 @@ flags.DEFINE_alias('outer_lr', 'meta_lr')
 flags.DEFINE_alias('num_steps_limit', 'n_train_iters')
 flags.DEFINE_alias('inner_unroll_length', 'n_steps')
 flags.DEFINE_alias('checkpoint_path', 'savedir')
+# --- MTL (yaoyao-liu/meta-transfer-learning TF main.py flags, same names; --model mtl) ---
+flags.DEFINE_enum('backbone_arch', 'resnet12', ['resnet12', 'resnet18'], '--model mtl: the '
+                  "original's ResNet-12 (64-128-256-512, 84 -> 5x5 -> 512-d) or ResNet-18 "
+                  '(input resized to 224 in the graph).')
+flags.DEFINE_integer('img_size', 84, '--model mtl: side of the backbone input; images of '
+                     'another size are resized bilinearly in the graph and grey ones '
+                     'replicated to three channels (the original: 84, fixed).')
+flags.DEFINE_enum('activation', 'leaky_relu', ['leaky_relu', 'relu', 'None'], '--model mtl: '
+                  'the conv blocks\' activation (leaky_relu: max(x, 0.1 x)).')
+flags.DEFINE_enum('norm', 'batch_norm', ['batch_norm', 'layer_norm', 'None'], '--model mtl: '
+                  'batch_norm = batch statistics, no gamma, beta always 0, eps 1e-3 (the '
+                  "original's, at every phase); layer_norm; None.")
+flags.DEFINE_integer('pretrain_class_num', None, '--model mtl, pretrain: the size of the '
+                     'pre-training head; default the number of meta-train classes (the '
+                     'original fixes 64, which breaks FC100 and tieredImageNet).')
+flags.DEFINE_integer('pretrain_batch_size', 64, '--model mtl, pretrain: images per batch.')
+flags.DEFINE_integer('pretrain_iterations', 20000, '--model mtl, pretrain: iterations (the '
+                     "runner's 20000; main.py's default 30000).")
+flags.DEFINE_float('pre_lr', 1e-3, '--model mtl, pretrain: Adam learning rate.')
+flags.DEFINE_integer('pre_lr_dropstep', 5000, '--model mtl, pretrain: halve the learning '
+                     'rate after every this many iterations.')
+flags.DEFINE_float('min_pre_lr', 1e-4, '--model mtl, pretrain: floor of the learning rate, '
+                   'only with --pre_lr_stop (the original).')
+flags.DEFINE_boolean('pre_lr_stop', False, '--model mtl, pretrain: apply --min_pre_lr.')
+flags.DEFINE_float('pretrain_dropout_keep', 0.9, '--model mtl, pretrain: dropout keep '
+                   'probability after every block (1 at meta-train and test).')
+flags.DEFINE_integer('pre_save_step', 1000, '--model mtl, pretrain: write the backbone '
+                     'weights-<i> (and a resumable checkpoint) every this many iterations.')
+flags.DEFINE_integer('pre_print_step', 1000, '--model mtl, pretrain: log every this many '
+                     'iterations.')
+flags.DEFINE_integer('pre_iter', 10000, '--model mtl, meta_train: the pre-training snapshot '
+                     "weights-<pre_iter> to start from (the runner's PRE_ITER; -1: the newest).")
+flags.DEFINE_string('pretrain_dir', '', '--model mtl: the folder of the pre-training '
+                    'snapshots; default <savedir>/pretrain.')
+flags.DEFINE_integer('lr_drop_step', 1000, '--model mtl: halve (--lr_drop_rate) the meta '
+                     'learning rate after every this many iterations (the runner: 1000).')
+flags.DEFINE_float('lr_drop_rate', 0.5, '--model mtl: the factor of each drop.')
+flags.DEFINE_float('min_meta_lr', 1e-4, '--model mtl: floor of the meta learning rate (the '
+                   'original parses it but hard-codes 0.1 * meta_lr, the same at defaults).')
+flags.DEFINE_integer('meta_intrain_val_sample', 600, '--model mtl: validation episodes (the '
+                     'same ones at every validation).')
+flags.DEFINE_integer('metatest_epite_sample_num', 0, '--model mtl: queries per class at '
+                     'validation and meta-test; 0 = shot (the original).')
+flags.DEFINE_boolean('base_augmentation', True, '--model mtl, meta_test: double the support '
+                     'set with horizontal flips.')
+flags.DEFINE_integer('test_iter', None, '--model mtl, meta_test: test checkpoint model-<i> '
+                     "(the original's --test_iter); default the newest.")
+flags.DEFINE_boolean('hard_task', False, '--model mtl: the paper\'s hard-task (HT) '
+                     'meta-batch, never in the released code: after each metabatch, one more '
+                     'update on --metabatch tasks re-sampled from its failure classes (see '
+                     'README).')
+flags.DEFINE_alias('way_num', 'way')
+flags.DEFINE_alias('shot_num', 'shot')
+flags.DEFINE_alias('metatrain_epite_sample_num', 'query')
+flags.DEFINE_alias('meta_batch_size', 'metabatch')
+flags.DEFINE_alias('train_base_epoch_num', 'n_steps')
+flags.DEFINE_alias('test_base_epoch_num', 'n_test_steps')
+flags.DEFINE_alias('base_lr', 'inner_lr')
+flags.DEFINE_alias('metatrain_iterations', 'n_train_iters')
+flags.DEFINE_alias('meta_save_step', 'save_freq')
+flags.DEFINE_alias('meta_val_print_step', 'val_freq')
+flags.DEFINE_alias('meta_print_step', 'print_freq')
 # --- --mode adv_test: PGD on the query set after adaptation (model/adversarial.py) ---
 flags.DEFINE_string('attacks', 'l1,l2,linf', 'adv_test: comma-separated PGD attacks, from '
                     'l1, l2, linf.')
@@ -293,12 +361,19 @@ def config_from_flags():
         cfg.dataset = cfg.id_dataset   # l2b's name for the dataset meta-trained on
     if cfg.model == 'leo':
         apply_leo_defaults(cfg)
+    if cfg.model == 'mtl':
+        for name, value in MTL_DEFAULTS.items():
+            if not FLAGS[name].present:
+                setattr(cfg, name, value)
     return cfg
 
 
 ALIASES = ('n_test_episodes', 'num_classes', 'num_tr_examples_per_class',
            'num_val_examples_per_class', 'metatrain_batch_size', 'outer_lr', 'num_steps_limit',
-           'inner_unroll_length', 'checkpoint_path')
+           'inner_unroll_length', 'checkpoint_path', 'way_num', 'shot_num',
+           'metatrain_epite_sample_num', 'meta_batch_size', 'train_base_epoch_num',
+           'test_base_epoch_num', 'base_lr', 'metatrain_iterations', 'meta_save_step',
+           'meta_val_print_step', 'meta_print_step')
 
 
 def apply_leo_defaults(cfg):
@@ -364,6 +439,7 @@ def validate(cfg):
     errors += validate_extras(cfg)
     errors += validate_taml(cfg)
     errors += validate_leo(cfg)
+    errors += validate_mtl(cfg)
     errors += validate_adversarial(cfg)
     if errors:
         raise app.UsageError('; '.join(errors))
@@ -508,6 +584,70 @@ def validate_leo(cfg):
     return errors
 
 
+MTL_ONLY = dict(hard_task=False, pretrain_class_num=None, test_iter=None, pretrain_dir='',
+                backbone_arch='resnet12', img_size=84, activation='leaky_relu',
+                norm='batch_norm')
+
+
+def validate_mtl(cfg):
+    """Messages for bad --model mtl flag combinations."""
+    errors = []
+    if cfg.model != 'mtl':
+        changed = [f'--{n}' for n, default in MTL_ONLY.items() if getattr(cfg, n) != default]
+        if changed:
+            errors.append(f'{", ".join(changed)} only apply to --model mtl')
+        if cfg.mode == 'pretrain':
+            errors.append(f'--mode pretrain is MTL\'s pre-training phase (--model mtl), not '
+                          f'--model {cfg.model}\'s')
+        return errors
+    if cfg.mode not in ('pretrain', 'meta_train', 'meta_test'):
+        errors.append(f'--model mtl runs --mode pretrain, meta_train and meta_test, not '
+                      f'{cfg.mode}')
+    if cfg.dataset in LEO_DATASETS:
+        errors.append(f'--model mtl works on images; --dataset {cfg.dataset} holds LEO\'s '
+                      'embedding vectors')
+    for n in ('pretrain_batch_size', 'pretrain_iterations', 'pre_lr_dropstep',
+              'pre_save_step', 'pre_print_step', 'lr_drop_step', 'meta_intrain_val_sample',
+              'eval_chunk', 'img_size'):
+        if getattr(cfg, n) < 1:
+            errors.append(f'--{n} must be a positive integer, got {getattr(cfg, n)}')
+    if cfg.backbone_arch == 'resnet12' and 1 <= cfg.img_size < 16:
+        errors.append(f'--img_size {cfg.img_size} is too small for ResNet-12\'s four 2x2 '
+                      'VALID max-pools: use at least 16 (the original: 84)')
+    if cfg.pretrain_class_num is not None and cfg.pretrain_class_num < 1:
+        errors.append(f'--pretrain_class_num must be a positive integer, got '
+                      f'{cfg.pretrain_class_num}')
+    if cfg.metatest_epite_sample_num < 0:
+        errors.append(f'--metatest_epite_sample_num must be >= 0 (0: shot), got '
+                      f'{cfg.metatest_epite_sample_num}')
+    if cfg.n_test_steps is not None and cfg.n_test_steps < 1:
+        errors.append(f'--n_test_steps must be >= 1 for --model mtl (the accuracy is read '
+                      f'after each inner step), got {cfg.n_test_steps}')
+    for n in ('pre_lr', 'min_pre_lr', 'min_meta_lr', 'lr_drop_rate'):
+        if not 0 < getattr(cfg, n) < math.inf:
+            errors.append(f'--{n} must be positive and finite, got {getattr(cfg, n)}')
+    if not 0 < cfg.pretrain_dropout_keep <= 1:
+        errors.append(f'--pretrain_dropout_keep must be in (0, 1], got '
+                      f'{cfg.pretrain_dropout_keep}')
+    if cfg.distribute != 'none':
+        errors.append('--distribute is not supported with --model mtl yet (its step runs on '
+                      'one device, a GPU when present)')
+    changed = [f'--{n}' for n, default in (('backbone', 'conv4'), ('bn_mode', 'transductive'),
+                                            ('efficient', False), ('frozen', ''),
+                                            ('inner_momentum', 0.), ('zero_head', False),
+                                            ('optimizer', 'adam'), ('lr_schedule', 'constant'),
+                                            ('augment', ''), ('normalization', 'none'))
+               if getattr(cfg, n) != default]
+    if changed:
+        errors.append(f'{", ".join(changed)} do not apply to --model mtl (its backbone is '
+                      '--backbone_arch; its inner loop, Adam and schedule are the '
+                      "original's)")
+    if cfg.clip_value:
+        errors.append('--model mtl does not clip its meta-gradient (the original); leave '
+                      '--clip_value out')
+    return errors
+
+
 def validate_adversarial(cfg):
     """Messages for bad --mode adv_test flags (checked in every mode: typos fail early)."""
     errors = []
@@ -542,10 +682,13 @@ def run_mode(cfg):
         from model.taml_runner import TamlRunner as Runner
     elif cfg.model == 'leo':
         from model.leo_runner import LeoRunner as Runner
+    elif cfg.model == 'mtl':
+        from model.mtl_runner import MtlPretrainRunner, MtlRunner
+        Runner = MtlPretrainRunner if cfg.mode == 'pretrain' else MtlRunner
     else:
         from model.runner import Runner
     runner = Runner(cfg)
-    if cfg.mode == 'meta_train':
+    if cfg.mode in ('meta_train', 'pretrain'):
         return runner.meta_train()
     if cfg.mode == 'meta_test':
         return runner.meta_test()

@@ -106,6 +106,17 @@ def _build_leo(cfg, way, image_shape):
                     use_64bits_dtype=cfg.use_64bits_dtype)
 
 
+def _build_mtl(cfg, way, image_shape):
+    from model import mtl as _mtl
+    if len(image_shape) != 3:
+        raise ValueError(f'--model mtl works on images; --dataset {cfg.dataset} has inputs '
+                         f'of shape {tuple(image_shape)}')
+    return _mtl.MTL(way, cfg.shot, image_shape, cfg.backbone_arch, cfg.img_size,
+                    base_lr=cfg.inner_lr, n_steps=cfg.n_steps, n_test_steps=cfg.n_test_steps,
+                    base_augmentation=cfg.base_augmentation, activation=cfg.activation,
+                    norm=cfg.norm)
+
+
 MODELS = {
     'maml': lambda cfg, way, shape: _build_maml_family(cfg, way, shape),
     'fomaml': lambda cfg, way, shape: _build_maml_family(cfg, way, shape, first_order=True),
@@ -113,6 +124,7 @@ MODELS = {
     'metadrop': _build_metadrop,
     'taml': _build_taml,
     'leo': _build_leo,
+    'mtl': _build_mtl,
 }
 
 

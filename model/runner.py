@@ -57,7 +57,8 @@ from model import steps
 # the values it was trained with.
 STRUCTURAL_FLAGS = ('model', 'maml', 'backbone', 'n_channel', 'dataset', 'way', 'image_size',
                     'channels', 'zero_head', 'normalization', 'alpha_on', 'omega_on',
-                    'gamma_on', 'z_on', 'num_latents', 'use_64bits_dtype')
+                    'gamma_on', 'z_on', 'num_latents', 'use_64bits_dtype',
+                    'backbone_arch', 'img_size', 'activation', 'norm')
 # ... and for resuming meta_train only (the optimiser state is not restored at test).
 TRAIN_STRUCTURAL_FLAGS = ('optimizer',)
 
@@ -267,10 +268,11 @@ class Runner:
                               if m.strip()]
         tf.random.set_seed(cfg.seed)
         with (self.strategy.scope() if self.strategy else contextlib.nullcontext()):
-            self.model = build_model(cfg, cfg.way, self.dataset.image_shape)
+            self.model = self.build_model()
             self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name='iteration')
             self.optimizer = optim.make_optimizer(
-                getattr(cfg, 'optimizer', 'adam'), self.model.outer_variables, cfg.meta_lr,
+                getattr(cfg, 'optimizer', 'adam'), self.model.outer_variables,
+                self.learning_rate(0),
                 momentum=getattr(cfg, 'momentum', 0.9),
                 weight_decay=getattr(cfg, 'weight_decay', 0.))
         # What is written: model, optimiser, iteration, plus the flags and the count of
@@ -294,6 +296,10 @@ class Runner:
         self._train_step = None
         self._eval_step = None
         self._stop_signal = None
+
+    def build_model(self):
+        """The method's module (MTL's pre-training builds its own classifier instead)."""
+        return build_model(self.cfg, self.cfg.way, self.dataset.image_shape)
 
     # ---- savedir -------------------------------------------------------------------
     def check_savedir(self):
@@ -628,8 +634,8 @@ class Runner:
             for k, v in self.config_dict().items():
                 logfile.write(f'{k}: {v}\n')
             logfile.write('\n')
-        for note in notes:
-            write(f'warning: {note}')
+        for note in notes:   # 'info: ...' notes are not warnings
+            write(note[len('info: '):] if note.startswith('info: ') else f'warning: {note}')
         write(f'dataset: {self.dataset.description}')
         last = self.last_iteration()
         if start > last:
