@@ -40,7 +40,8 @@ to check: the size and mtime of the split's csv (csv form; the JPEGs themselves 
 checked, so a cache stays usable after images/ is deleted), or the class folders and their
 image counts (folder form). A different signature rebuilds the cache; `build_cache(...,
 force=True)` (get_data.py --force) rebuilds it regardless. A read-only folder is decoded
-into memory instead, every time.
+into memory instead, every time. tiered.py's class-folder form uses the same listing,
+decoding and cache code (with its own cache file names).
 """
 import csv
 import json
@@ -241,6 +242,14 @@ def _detect_form(mimgnet_dir: Path):
     return None
 
 
+def _folder_source(directory: Path, which):
+    """The _Source of the class folders directory/which/<class>/<image>; its signature is the
+    class names and their image counts. Shared with tiered.py's folder form."""
+    classes = _folder_classes(directory / which)
+    return _Source(which, f'{which}/', {
+        'form': 'folders', 'classes': [[name, len(files)] for name, files in classes]})
+
+
 def _sources(mimgnet_dir: Path, form):
     """{split: _Source} of the splits present in `form`."""
     out = {}
@@ -251,11 +260,8 @@ def _sources(mimgnet_dir: Path, form):
                 out[which] = _Source(which, f'{which}.csv + images/',
                                      {'form': 'csv', **_stat_signature(path)})
         elif form == 'folders':
-            d = mimgnet_dir / which
-            if d.is_dir():
-                classes = _folder_classes(d)
-                out[which] = _Source(which, f'{which}/', {
-                    'form': 'folders', 'classes': [[name, len(files)] for name, files in classes]})
+            if (mimgnet_dir / which).is_dir():
+                out[which] = _folder_source(mimgnet_dir, which)
     return out
 
 
@@ -266,6 +272,12 @@ def _class_files(mimgnet_dir: Path, src: _Source, images_dir: Path):
 
 
 # ----------------------------------------------------------------------------- decoding and cache
+#
+# Shared with tiered.py's class-folder form: `stem` names the cache files (stem.format(which=...)
+# + .npy / .json) and `label` the data set in progress bars and messages.
+
+CACHE_STEM = 'cache_{which}'
+
 
 def _decode(path: Path):
     try:
@@ -282,13 +294,14 @@ def _decode(path: Path):
     return arr
 
 
-def _cache_paths(mimgnet_dir: Path, which):
-    return mimgnet_dir / f'cache_{which}.npy', mimgnet_dir / f'cache_{which}.json'
+def _cache_paths(mimgnet_dir: Path, which, stem=CACHE_STEM):
+    name = stem.format(which=which)
+    return mimgnet_dir / f'{name}.npy', mimgnet_dir / f'{name}.json'
 
 
-def _open_cache(mimgnet_dir: Path, which):
+def _open_cache(mimgnet_dir: Path, which, stem=CACHE_STEM):
     """(memmap [n, 84, 84, 3], meta dict) of a complete cache, or None."""
-    npy, meta_path = _cache_paths(mimgnet_dir, which)
+    npy, meta_path = _cache_paths(mimgnet_dir, which, stem)
     if not (npy.is_file() and meta_path.is_file()):
         return None
     try:
@@ -323,7 +336,8 @@ def _atomic_write_text(path: Path, text):
         raise
 
 
-def _decode_split(mimgnet_dir: Path, src: _Source, images_dir: Path, write: bool):
+def _decode_split(mimgnet_dir: Path, src: _Source, images_dir: Path, write: bool, stem=CACHE_STEM,
+                  label='miniImageNet'):
     """Decodes one split. write=True: into cache_{split}.npy (returned memory-mapped) + .json;
     else into memory. Returns (array [n, 84, 84, 3], meta)."""
     classes = _class_files(mimgnet_dir, src, images_dir)
@@ -337,7 +351,7 @@ def _decode_split(mimgnet_dir: Path, src: _Source, images_dir: Path, write: bool
     meta = {'version': CACHE_VERSION, 'split': src.which, 'origin': src.origin,
             'classes': [name for name, _ in classes], 'counts': counts, 'source': src.signature}
     shape = (sum(counts),) + IMAGE_SHAPE
-    npy, meta_path = _cache_paths(mimgnet_dir, src.which)
+    npy, meta_path = _cache_paths(mimgnet_dir, src.which, stem)
     tmp = None
     try:
         if write:
@@ -347,7 +361,7 @@ def _decode_split(mimgnet_dir: Path, src: _Source, images_dir: Path, write: bool
         else:
             arr = np.empty(shape, dtype=np.uint8)
         k = 0
-        with tqdm(total=shape[0], desc=f'decoding miniImageNet {src.which}', unit='img') as bar:
+        with tqdm(total=shape[0], desc=f'decoding {label} {src.which}', unit='img') as bar:
             for _, files in classes:     # class by class, straight into the (memory-mapped) array
                 for p in files:
                     arr[k] = _decode(p)
@@ -365,10 +379,28 @@ def _decode_split(mimgnet_dir: Path, src: _Source, images_dir: Path, write: bool
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-    cached = _open_cache(mimgnet_dir, src.which)
+    cached = _open_cache(mimgnet_dir, src.which, stem)
     if cached is None:  # pragma: no cover - just written
         raise DatasetError(f'the cache {npy} could not be read back after writing it; delete it and retry')
     return cached
+
+
+def _current_cache(directory: Path, src: _Source, stem=CACHE_STEM):
+    """The (array, meta) of src's cache when it exists and its signature matches, else None."""
+    cached = _open_cache(directory, src.which, stem)
+    return cached if cached is not None and cached[1].get('source') == src.signature else None
+
+
+def _decode_now(directory: Path, src: _Source, images_dir: Path, write: bool, stem=CACHE_STEM,
+                label='miniImageNet'):
+    """(array, meta, what was used, for the description) of src decoded now: into its cache
+    when `write`, else (a read-only folder) into memory, with a warning."""
+    if not write:
+        log.warning('%s is not writable: decoding %s into memory without writing a cache.',
+                    directory, src.origin)
+    arr, meta = _decode_split(directory, src, images_dir, write, stem, label)
+    npy = _cache_paths(directory, src.which, stem)[0].name
+    return arr, meta, f'{npy} (built now)' if write else f'{src.origin} (decoded, no cache)'
 
 
 def build_cache(mimgnet_dir, images_dir=None, force=False):
@@ -398,14 +430,25 @@ def build_cache(mimgnet_dir, images_dir=None, force=False):
     return paths
 
 
-def _to_split(arr, meta, which):
+def _to_split(arr, meta, which, dataset='mimgnet'):
     counts = [int(c) for c in meta['counts']]
     if len(set(counts)) == 1:
         images = arr.reshape((len(counts), counts[0]) + IMAGE_SHAPE)   # a view of the memmap
     else:
         ends = np.cumsum(counts)
         images = [arr[e - c:e] for c, e in zip(counts, ends)]           # views too
-    return ClassSplit(images, names=meta['classes'], name=which, dataset='mimgnet')
+    return ClassSplit(images, names=meta['classes'], name=which, dataset=dataset)
+
+
+def _check_disjoint(splits, directory):
+    """Raises when a class name is in two of the {which: ClassSplit} splits."""
+    names = {}
+    for which, split in splits.items():
+        for c in range(split.n_classes):
+            other = names.setdefault(split.class_name(c), which)
+            if other != which:
+                raise DatasetError(f'class {split.class_name(c)} is in both the {other} and the {which} '
+                                   f'split of {directory}; the splits must be disjoint')
 
 
 def _csv_dataset(mimgnet_dir: Path, data_root):
@@ -415,21 +458,19 @@ def _csv_dataset(mimgnet_dir: Path, data_root):
     loaded, used = {}, []
     for which in SPLITS:
         src = sources.get(which)
-        cached = _open_cache(mimgnet_dir, which)
-        if src is not None and cached is not None and cached[1].get('source') == src.signature:
-            loaded[which] = cached
+        current = None if src is None else _current_cache(mimgnet_dir, src)
+        if current is not None:
+            loaded[which] = current
             used.append(f'cache_{which}.npy')
         elif src is not None:
             if form == 'csv' and not (mimgnet_dir / 'images').is_dir():
                 raise DatasetError(f'{mimgnet_dir / "images"} does not exist and there is no up-to-date '
                                    f'cache_{which}.npy for {which}.csv. '
                                    f'{_where_images(mimgnet_dir, data_root)}')
-            if not write:
-                log.warning('%s is not writable: decoding %s into memory without writing a cache.',
-                            mimgnet_dir, src.origin)
-            loaded[which] = _decode_split(mimgnet_dir, src, mimgnet_dir / 'images', write)
-            used.append(f'cache_{which}.npy (built now)' if write else f'{src.origin} (decoded, no cache)')
-        elif form is None and cached is not None:
+            arr, meta, note = _decode_now(mimgnet_dir, src, mimgnet_dir / 'images', write)
+            loaded[which] = (arr, meta)
+            used.append(note)
+        elif form is None and (cached := _open_cache(mimgnet_dir, which)) is not None:
             loaded[which] = cached      # the sources were removed after caching
             used.append(f'cache_{which}.npy (its {cached[1].get("origin", "source")} no longer present)')
     if 'train' not in loaded or 'test' not in loaded:
@@ -441,13 +482,7 @@ def _csv_dataset(mimgnet_dir: Path, data_root):
             f'files with: {get_data_command(data_root)}. For the csv layout: '
             f'{_where_images(mimgnet_dir, data_root)}')
     splits = {which: _to_split(*loaded[which], which) for which in loaded}
-    names = {}
-    for which, split in splits.items():
-        for c in range(split.n_classes):
-            other = names.setdefault(split.class_name(c), which)
-            if other != which:
-                raise DatasetError(f'class {split.class_name(c)} is in both the {other} and the {which} '
-                                   f'split of {mimgnet_dir}; the splits must be disjoint')
+    _check_disjoint(splits, mimgnet_dir)
     train, test = splits['train'], splits['test']
     val_is_test = 'val' not in splits
     val = test if val_is_test else splits['val']

@@ -1,9 +1,16 @@
-"""tieredImageNet reader (Ren et al. 2018) in the npz layout of MetaOptNet / PyTorch-MAML / FEAT.
+"""tieredImageNet reader (Ren et al. 2018): the npz layout of MetaOptNet / PyTorch-MAML / FEAT,
+or the image folders of Meta-Transfer Learning.
 
 tieredImageNet holds 608 ImageNet classes grouped into 34 high-level categories; the split
 is by category, so the 351 training, 97 validation and 160 test classes come from disjoint
-groups. Files, under <data_root>/tiered/ (or <data_root>/tiered-imagenet/ when only that
-folder exists, or the folder given as `tiered_dir`):
+groups. Two layouts are read from <data_root>/tiered/ (or <data_root>/tiered-imagenet/ when
+only that folder exists, or the folder given as `tiered_dir`); the npz layout is used when
+its files (or its caches) are there for every split, else the class folders when train/
+and test/ exist. When both are present the npz layout is preferred, and the description
+says the folders were not read. An incomplete npz layout beside the folders is ignored with
+a warning.
+
+npz layout:
 
   {split}_images.npz  for split in train, val, test; the member 'images' is a uint8 array
                       [N, 84, 84, 3]. Its channels are in BGR order (OpenCV's, which Ren et
@@ -38,6 +45,23 @@ source that changed rebuilds the cache, and `build_cache(..., force=True)` (get_
 an episode reads only its own images. Once the caches exist the npz/pkl files may be
 deleted to save space: a cache whose sources are gone is used as it is.
 
+Image folders (Meta-Transfer Learning, yaoyao-liu/meta-transfer-learning, TF; the layout its
+author's tiered-imagenet-tools script writes): {train,val,test}/<class folder>/<image files>,
+84x84 JPEGs. Classes are the class folders in sorted order (named by their folder, e.g. the
+WordNet id), the images of a class sorted by file name; jpg/jpeg/png/bmp/gif are read. Without
+val/, validation uses the test split (val_is_test). This form reuses mimgnet.py's folder
+machinery rather than a copy of it: images are decoded with PIL to RGB, resized to 84x84 with
+LANCZOS unless already 84x84, and read as x / 255 (no channel reversal: the files are RGB).
+The first load writes cache_{split}_folders.npy (uint8 [N, 84, 84, 3], written image by image
+into an open_memmap temporary file and renamed into place) with a JSON sidecar
+cache_{split}_folders.json holding the class names, image counts and a signature of the split:
+its class folders and their image counts. A different signature (a class or an image added or
+removed) rebuilds that split's cache; later loads memory-map it (an image rewritten in place
+is not noticed: delete cache_{split}_folders.* to decode it again). The names differ from the npz
+layout's caches so that neither can be mistaken for the other. A read-only folder is decoded
+into memory instead, every time. Once cached, the folders may be deleted: the caches are then
+used as they are.
+
 A split whose class count differs from 351 / 97 / 160 is used as found, with a warning
 and a note in the description (tests use tiny splits).
 """
@@ -57,7 +81,8 @@ from tqdm import tqdm
 
 from .datasets import DatasetError, FewShotDataset, open_npy_memmap
 from .episodes import ClassSplit
-from .mimgnet import _stat_signature, _writable
+from .mimgnet import (_check_disjoint, _current_cache, _decode_now, _folder_source, _open_cache as
+                      _open_folder_cache, _stat_signature, _to_split, _writable)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +94,8 @@ DIR_NAMES = ('tiered', 'tiered-imagenet')
 IMAGES_MEMBER = 'images.npy'
 CACHE_VERSION = 1
 CHUNK = 1024        # images per read/write while building a cache (~21 MB)
+FOLDER_CACHE_STEM = 'cache_{which}_folders'    # + .npy / .json: the image-folder form's caches
+FOLDER_SPLITS_NEEDED = ('train', 'test')
 
 _BUILTINS = frozenset({'dict', 'list', 'tuple', 'set', 'frozenset', 'str', 'bytes', 'bytearray',
                        'int', 'float', 'bool', 'complex'})
@@ -499,6 +526,60 @@ def _decode_png(data, index, path):
     return arr
 
 
+# ----------------------------------------------------------------------------- image folders
+
+def _has_folders(d: Path):
+    """Whether d holds the image-folder form (train/ and test/)."""
+    return all((d / which).is_dir() for which in FOLDER_SPLITS_NEEDED)
+
+
+def _folder_caches_only(d: Path):
+    """Whether the folder form's caches for train and test exist although its folders do not."""
+    return all(_open_folder_cache(d, which, FOLDER_CACHE_STEM) is not None for which in FOLDER_SPLITS_NEEDED)
+
+
+def _folder_layout_hint(d: Path):
+    present = [w for w in FOLDER_SPLITS_NEEDED if (d / w).is_dir()]
+    absent = [w for w in FOLDER_SPLITS_NEEDED if w not in present]
+    found = f' (found {present[0]}/ but no {absent[0]}/)' if len(present) == 1 else ''
+    return (f'Or place the images as class folders {d}/{{train,val,test}}/<class>/*.jpg (84x84 JPEGs, the '
+            f"layout Meta-Transfer Learning's tiered-imagenet-tools writes; val/ is optional){found}")
+
+
+def _folder_dataset(d: Path, note=''):
+    folders = _has_folders(d)
+    write = _writable(d)
+    loaded, used = {}, []
+    for which in SPLITS:
+        src = _folder_source(d, which) if folders and (d / which).is_dir() else None
+        current = None if src is None else _current_cache(d, src, FOLDER_CACHE_STEM)
+        npy = f'{FOLDER_CACHE_STEM.format(which=which)}.npy'
+        if current is not None:
+            loaded[which] = current
+            used.append(npy)
+        elif src is not None:
+            arr, meta, what = _decode_now(d, src, d, write, FOLDER_CACHE_STEM, 'tieredImageNet')
+            loaded[which] = (arr, meta)
+            used.append(what)
+        elif not folders and (cached := _open_folder_cache(d, which, FOLDER_CACHE_STEM)) is not None:
+            loaded[which] = cached          # the folders were removed after caching
+            used.append(f'{npy} (its {which}/ no longer present)')
+    if 'train' not in loaded or 'test' not in loaded:  # pragma: no cover - the callers check
+        raise DatasetError(f'no tieredImageNet class folders train/ and test/ in {d}')
+    splits = {which: _to_split(*loaded[which], which, dataset='tiered') for which in loaded}
+    _check_disjoint(splits, d)
+    tr, te = splits['train'], splits['test']
+    val_is_test = 'val' not in splits
+    va = te if val_is_test else splits['val']
+    standard = _report_class_counts(d, {w: s.n_classes for w, s in splits.items()})
+    note += '' if standard else ' (not the standard 351/97/160 classes)'
+    desc = (f'tiered (tieredImageNet class folders{note}, 84x84x3 uint8 RGB read as x/255, '
+            f'{"; ".join(used)}, memory-mapped where cached): train {tr.n_classes} / '
+            f'{"val=test (no val split)" if val_is_test else f"val {va.n_classes}"} / test {te.n_classes} '
+            f'classes, {_per_class(tr)}/{_per_class(va)}/{_per_class(te)} images per class')
+    return FewShotDataset('tiered', tr, va, te, IMAGE_SHAPE, val_is_test, desc)
+
+
 # ----------------------------------------------------------------------------- entry point
 
 def _split(cache, which):
@@ -506,30 +587,63 @@ def _split(cache, which):
     return ClassSplit(classes, names=cache.names, name=which, dataset='tiered')
 
 
-def load(data_root='./data', tiered_dir=None) -> FewShotDataset:
-    """Reads tieredImageNet from <data_root>/tiered (or <data_root>/tiered-imagenet), or from
-    `tiered_dir` when given; builds the class-sorted caches on first use (see the module doc)."""
-    d = resolve_dir(data_root, tiered_dir)
-    plan, missing = {}, []
+def _per_class(s):
+    lo, hi = int(s.counts.min()), int(s.counts.max())
+    return str(lo) if lo == hi else f'{lo}..{hi}'
+
+
+def _report_class_counts(d, found):
+    """Whether {split: n_classes} is Ren et al.'s 351/97/160; warns when it is not."""
+    standard = found == EXPECTED_CLASSES
+    if not standard:
+        log.warning('tieredImageNet in %s has %s classes, not the standard train 351 / val 97 / '
+                    'test 160 of Ren et al.; using the splits as found', d,
+                    ' / '.join(f'{w} {found[w]}' if w in found else f'{w} none (val=test)' for w in SPLITS))
+    return standard
+
+
+def _npz_plan(d: Path):
+    """({split: up-to-date Cache, or None to build it}, [missing source files], whether any npz
+    file or cache of the layout is there at all)."""
+    plan, missing, present = {}, [], False
     for which in SPLITS:
         sources = source_paths(d, which)
         absent = [p for p in sources if not p.is_file()]
         cache = open_cache(d, which)
+        present = present or len(absent) < len(sources) or cache is not None
         if not absent:
             plan[which] = cache if _up_to_date(cache, which, d) else None
         elif cache is not None:
-            log.info('tieredImageNet %s: %s missing, using cache_%s.npy as it is', which,
-                     ', '.join(p.name for p in absent), which)
             plan[which] = cache
         else:
             missing += absent
+    return plan, missing, present
+
+
+def load(data_root='./data', tiered_dir=None) -> FewShotDataset:
+    """Reads tieredImageNet from <data_root>/tiered (or <data_root>/tiered-imagenet), or from
+    `tiered_dir` when given: the npz layout, else the class folders {train,val,test}/<class>/;
+    builds the caches on first use (see the module doc)."""
+    d = resolve_dir(data_root, tiered_dir)
+    plan, missing, npz_present = _npz_plan(d)
+    folders = _has_folders(d)
+    if missing and folders:
+        if npz_present:
+            log.warning('tieredImageNet in %s: the npz layout is incomplete (%s missing); reading the '
+                        'class folders instead', d, ', '.join(p.name for p in missing))
+        return _folder_dataset(d, ', npz layout incomplete so not read' if npz_present else '')
+    if missing and not npz_present and _folder_caches_only(d):
+        return _folder_dataset(d)
     if missing:
         looked = '' if tiered_dir is not None or d.is_dir() else \
             f' (neither {Path(data_root) / DIR_NAMES[0]} nor {Path(data_root) / DIR_NAMES[1]} exists)'
         raise DatasetError(
             f'tieredImageNet files missing: {", ".join(str(p) for p in missing)}{looked}. Get them with: '
             f'{get_data_command(data_root)} (they land in {Path(data_root) / DIR_NAMES[0]}; pass that '
-            f'folder as tiered_dir if you moved them)')
+            f'folder as tiered_dir if you moved them). {_folder_layout_hint(d)}')
+    for which in SPLITS:
+        if not all(p.is_file() for p in source_paths(d, which)):
+            log.info('tieredImageNet %s: source files missing, using cache_%s.npy as it is', which, which)
     to_build = [w for w in SPLITS if plan[w] is None]
     if to_build and not _writable(d):
         raise DatasetError(f'{d} is not writable, so the caches for {", ".join(to_build)} cannot be '
@@ -542,21 +656,15 @@ def load(data_root='./data', tiered_dir=None) -> FewShotDataset:
             cache = _build(d, which)
             built.append(which)
         splits[which] = _split(cache, which)
-    found = {w: splits[w].n_classes for w in SPLITS}
-    standard = found == EXPECTED_CLASSES
-    if not standard:
-        log.warning('tieredImageNet in %s has %s classes, not the standard train 351 / val 97 / '
-                    'test 160 of Ren et al.; using the splits as found', d,
-                    ' / '.join(f'{w} {found[w]}' for w in SPLITS))
-
-    def per_class(s):
-        lo, hi = int(s.counts.min()), int(s.counts.max())
-        return str(lo) if lo == hi else f'{lo}..{hi}'
-
+    standard = _report_class_counts(d, {w: splits[w].n_classes for w in SPLITS})
+    if folders:
+        log.info('tieredImageNet in %s: both the npz files and class folders train/ test/ are there; '
+                 'reading the npz files', d)
     tr, va, te = (splits[w] for w in SPLITS)
     note = '' if standard else ' (not the standard 351/97/160 classes)'
+    also = '; class folders train/ test/ also present, not read: npz preferred' if folders else ''
     desc = (f'tiered (tieredImageNet npz layout{note}, 84x84x3 uint8 BGR files read as RGB x/255, '
-            f'class-sorted memory-mapped caches{" built now for " + ", ".join(built) if built else ""}): '
-            f'train {tr.n_classes} / val {va.n_classes} / test {te.n_classes} classes, '
-            f'{per_class(tr)}/{per_class(va)}/{per_class(te)} images per class')
+            f'class-sorted memory-mapped caches{" built now for " + ", ".join(built) if built else ""}'
+            f'{also}): train {tr.n_classes} / val {va.n_classes} / test {te.n_classes} classes, '
+            f'{_per_class(tr)}/{_per_class(va)}/{_per_class(te)} images per class')
     return FewShotDataset('tiered', tr, va, te, IMAGE_SHAPE, False, desc)

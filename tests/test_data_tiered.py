@@ -1,10 +1,13 @@
-"""tieredImageNet reader (npz layout, class-sorted cache, restricted unpickling) and its
-get_data sources, on tiny splits written in the real formats."""
+"""tieredImageNet reader (npz layout, class-sorted cache, restricted unpickling; Meta-Transfer
+Learning's image folders and their cache) and its get_data sources, on tiny splits written in
+the real formats."""
 import io
+import json
 import logging
 import mmap
 import os
 import pickle
+import shutil
 import tarfile
 import tracemalloc
 import zipfile
@@ -13,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data import tiered
+from data import mimgnet, tiered
 from data.datasets import DatasetError, load_dataset
 from data.episodes import EpisodeSampler
 from tests.test_download import server  # noqa: F401  (the local file-server fixture)
@@ -292,6 +295,224 @@ def test_truncated_compressed_member_is_reported(tmp_path):
     with pytest.raises(DatasetError, match='train_images.npz'):
         tiered.load(str(tmp_path))
     assert not any(p.name.startswith('cache_train') for p in d.iterdir())
+
+
+# ----------------------------------------------------------------------------- image folders (MTL)
+
+# Per split: class folder -> image files, each (name, (width, height), mode). Created in an
+# unsorted order: classes come out in sorted folder order, images in sorted file-name order.
+FOLDERS = {
+    'train': {'n03': [('b.jpg', (84, 84), 'RGB'), ('a.png', (84, 84), 'RGB')],
+              'n01': [('img_2.jpg', (90, 100), 'RGB'), ('img_1.jpg', (84, 84), 'L'),
+                      ('img_3.png', (60, 70), 'RGB')],
+              'n02': [('x.JPEG', (120, 84), 'RGB'), ('y.jpg', (84, 84), 'RGB'), ('z.png', (84, 84), 'RGB'),
+                      ('w.jpg', (100, 100), 'RGB')]},
+    'val': {'n12': [('a.jpg', (84, 84), 'RGB'), ('b.png', (84, 84), 'RGB')],
+            'n11': [('a.jpg', (84, 90), 'RGB'), ('b.jpg', (84, 84), 'RGB'), ('c.jpg', (84, 84), 'RGB')]},
+    'test': {'n22': [('1.png', (84, 84), 'RGB'), ('2.png', (84, 84), 'RGB'), ('3.jpg', (84, 84), 'RGB')],
+             'n21': [('1.jpg', (84, 84), 'RGB'), ('2.jpg', (96, 84), 'RGB')]},
+}
+
+
+def image_file(path, size, mode, seed):
+    """A small noisy image (PNG lossless, JPEG q90); returns the array written."""
+    w, h = size
+    arr = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    im = Image.fromarray(arr).convert(mode)
+    im.save(path, format='PNG' if path.suffix.lower() == '.png' else 'JPEG', quality=90)
+    return np.asarray(im)
+
+
+def write_folders(d, folders=FOLDERS, seed=0):
+    """Writes the image folders; returns {path: the pixels written}."""
+    written = {}
+    for which, classes in folders.items():
+        for name, files in classes.items():
+            (d / which / name).mkdir(parents=True, exist_ok=True)
+            for file, size, mode in files:
+                path = d / which / name / file
+                written[path] = image_file(path, size, mode, seed)
+                seed += 1
+    return written
+
+
+def expected_image(path):
+    """What MTL's reader sees: RGB, LANCZOS-resized to 84x84 unless already 84x84, / 255."""
+    with Image.open(path) as im:
+        if im.size != (84, 84):
+            im = im.resize((84, 84), resample=Image.LANCZOS)
+        return np.asarray(im.convert('RGB'), np.float32) / 255
+
+
+def folder_files(d, which, name):
+    return sorted((d / which / name).iterdir())
+
+
+def no_decoding(path):
+    raise AssertionError(f'decoded {path} although the cache is up to date')
+
+
+def test_image_folders_classes_shapes_values_and_order(tmp_path, caplog):
+    d = tmp_path / 'tiered'
+    written = write_folders(d)
+    with caplog.at_level(logging.WARNING, logger='data.tiered'):
+        ds = load_dataset('tiered', str(tmp_path))
+    assert ds.name == 'tiered' and ds.image_shape == (84, 84, 3) and not ds.val_is_test
+    for which, classes in FOLDERS.items():
+        split = ds.split(which)
+        names = sorted(classes)                                   # folder listing order
+        assert [split.class_name(c) for c in range(split.n_classes)] == names
+        assert split.counts.tolist() == [len(classes[n]) for n in names]
+        for c, name in enumerate(names):
+            x = class_images(split, c)
+            assert x.dtype == np.float32 and x.shape == (len(classes[name]), 84, 84, 3)
+            files = folder_files(d, which, name)                  # sorted by file name
+            np.testing.assert_array_equal(x, np.stack([expected_image(p) for p in files]))
+    # An 84x84 PNG is read exactly as its pixels / 255 (RGB, no channel reversal, no resize).
+    png = written[d / 'train' / 'n03' / 'a.png']
+    np.testing.assert_array_equal(class_images(ds.train, 2)[0], png.astype(np.float32) / 255)
+    # A grey JPEG comes out as three equal channels.
+    grey = class_images(ds.train, 0)[0]                           # n01/img_1.jpg, mode L
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+
+    for which in tiered.SPLITS:                                  # caches written, npz names untouched
+        assert (d / f'cache_{which}_folders.npy').is_file() and (d / f'cache_{which}_folders.json').is_file()
+        assert not (d / f'cache_{which}.npy').exists()
+    assert not any(p.name.endswith('.tmp') for p in d.iterdir())
+    meta = json.loads((d / 'cache_val_folders.json').read_text())
+    assert meta['classes'] == ['n11', 'n12'] and meta['counts'] == [3, 2]
+    assert meta['source'] == {'form': 'folders', 'classes': [['n11', 3], ['n12', 2]]}
+    assert 'class folders' in ds.description and 'cache_train_folders.npy (built now)' in ds.description
+    assert 'not the standard 351/97/160 classes' in ds.description
+    msg = ' '.join(r.getMessage() for r in caplog.records)
+    assert 'train 3 / val 2 / test 2 classes' in msg and 'train 351 / val 97 / test 160' in msg
+    ep = EpisodeSampler(ds.train, way=3, shot=1, query=1).sample(np.random.default_rng(0), 1)
+    assert ep.xs.shape == (1, 3, 84, 84, 3) and ep.xq.shape == (1, 3, 84, 84, 3)
+
+
+def test_image_folder_cache_reused_then_rebuilt_when_a_file_is_added(tmp_path, monkeypatch):
+    d = tmp_path / 'tiered'
+    write_folders(d)
+    first = tiered.load(str(tmp_path))
+    caches = {w: d / f'cache_{w}_folders.npy' for w in tiered.SPLITS}
+    mtimes = {w: p.stat().st_mtime_ns for w, p in caches.items()}
+    before = class_images(first.test, 1)
+
+    with monkeypatch.context() as m:                             # second load: nothing decoded
+        m.setattr(mimgnet, '_decode', no_decoding)
+        second = tiered.load(str(tmp_path))
+    assert 'built now' not in second.description and 'cache_test_folders.npy' in second.description
+    assert {w: p.stat().st_mtime_ns for w, p in caches.items()} == mtimes
+    for which in tiered.SPLITS:                                  # memory-mapped views of the cache
+        split = second.split(which)
+        arrays = [split._stacked] if split._stacked is not None else split._classes
+        assert all(mapped(a) for a in arrays)
+    np.testing.assert_array_equal(class_images(second.test, 1), before)
+
+    # One more image in test/n22: only the test cache is rebuilt, and holds it.
+    image_file(d / 'test' / 'n22' / '4.png', (84, 84), 'RGB', 99)
+    third = tiered.load(str(tmp_path))
+    assert 'cache_test_folders.npy (built now)' in third.description
+    assert 'cache_train_folders.npy (built now)' not in third.description
+    assert caches['test'].stat().st_mtime_ns != mtimes['test']
+    assert all(caches[w].stat().st_mtime_ns == mtimes[w] for w in ('train', 'val'))
+    assert third.test.counts.tolist() == [2, 4]
+    np.testing.assert_array_equal(class_images(third.test, 1),
+                                  np.stack([expected_image(p) for p in folder_files(d, 'test', 'n22')]))
+    assert json.loads((d / 'cache_test_folders.json').read_text())['counts'] == [2, 4]
+
+    # A new class folder changes the signature too.
+    write_folders(d, {'val': {'n13': [('a.jpg', (84, 84), 'RGB')]}}, seed=50)
+    assert tiered.load(str(tmp_path)).val.n_classes == 3
+
+
+def test_npz_layout_preferred_when_both_exist(tmp_path, monkeypatch, caplog):
+    d = tmp_path / 'tiered'
+    data = write_all(d)
+    write_folders(d)
+    monkeypatch.setattr(mimgnet, '_decode', no_decoding)         # the folders are never read
+    with caplog.at_level(logging.INFO, logger='data.tiered'):
+        ds = load_dataset('tiered', str(tmp_path))
+    assert 'npz layout' in ds.description and 'npz preferred' in ds.description
+    assert ds.train.counts.tolist() == list(SIZES['train']) and ds.train.class_name(0) == 'n00000000'
+    labels, rgb = data['test']
+    np.testing.assert_array_equal(class_images(ds.test, 4), rgb[labels == 204].astype(np.float32) / 255)
+    assert not any(p.name.endswith('_folders.npy') for p in d.iterdir())
+    assert 'reading the npz files' in caplog.text
+    # The npz caches alone (sources deleted) still count as the npz layout.
+    for which in tiered.SPLITS:
+        (d / f'{which}_images.npz').unlink()
+    assert 'npz preferred' in tiered.load(str(tmp_path)).description
+
+
+def test_image_folders_without_val_and_beside_an_incomplete_npz(tmp_path, caplog):
+    d = tmp_path / 'tiered-imagenet'                              # the other folder name
+    write_folders(d, {w: FOLDERS[w] for w in ('train', 'test')})
+    write_split(d, 'train')                                      # npz for train only
+    with caplog.at_level(logging.WARNING, logger='data.tiered'):
+        ds = load_dataset('tiered', str(tmp_path))
+    assert ds.val_is_test and ds.val is ds.test
+    assert 'val=test (no val split)' in ds.description and 'npz layout incomplete' in ds.description
+    assert 'npz layout is incomplete (val_images.npz' in caplog.text and 'val none (val=test)' in caplog.text
+    assert ds.train.class_name(0) == 'n01' and not (d / 'cache_train.npy').exists()
+
+
+def test_image_folder_caches_used_after_the_folders_are_deleted(tmp_path):
+    d = tmp_path / 'tiered'
+    write_folders(d)
+    first = tiered.load(str(tmp_path))
+    for which in tiered.SPLITS:
+        shutil.rmtree(d / which)
+    ds = tiered.load(str(tmp_path))
+    assert 'no longer present' in ds.description
+    np.testing.assert_array_equal(class_images(ds.val, 0), class_images(first.val, 0))
+
+
+def test_read_only_image_folders_are_decoded_into_memory(tmp_path, caplog):
+    d = tmp_path / 'tiered'
+    write_folders(d)
+    mode = d.stat().st_mode
+    d.chmod(0o555)
+    try:
+        with caplog.at_level(logging.WARNING, logger='data.mimgnet'):
+            ds = tiered.load(str(tmp_path))
+        assert sorted(p.name for p in d.iterdir()) == ['test', 'train', 'val']   # nothing written
+    finally:
+        d.chmod(mode)
+    assert 'not writable' in caplog.text and 'train/ (decoded, no cache)' in ds.description
+    assert not any(mapped(a) for a in ds.train._classes)
+    np.testing.assert_array_equal(class_images(ds.train, 1)[3],
+                                  expected_image(d / 'train' / 'n02' / 'z.png'))
+
+
+def test_bad_image_folders_say_what_is_wrong(tmp_path):
+    d = tmp_path / 'tiered'
+    write_folders(d)
+    (d / 'val' / 'n99').mkdir()
+    with pytest.raises(DatasetError, match=r'class folder .*n99 holds no images'):
+        tiered.load(str(tmp_path))
+    (d / 'val' / 'n99').rmdir()
+    (d / 'val' / 'n21').mkdir()                                  # also a test class
+    image_file(d / 'val' / 'n21' / 'a.jpg', (84, 84), 'RGB', 7)
+    with pytest.raises(DatasetError, match='class n21 is in both the val and the test split'):
+        tiered.load(str(tmp_path))
+    shutil.rmtree(d / 'val' / 'n21')
+    (d / 'test' / 'n21' / '3.jpg').write_bytes(b'not a jpeg')    # a new file: test is decoded again
+    with pytest.raises(DatasetError, match=r'cannot decode image .*3\.jpg'):
+        tiered.load(str(tmp_path))
+    assert not any(p.name.endswith('.tmp') for p in d.iterdir())
+
+
+def test_missing_data_mentions_the_image_folders(tmp_path):
+    with pytest.raises(DatasetError) as err:
+        load_dataset('tiered', str(tmp_path))
+    msg = str(err.value)
+    assert 'python data/get_data.py --dataset tiered' in msg
+    assert str(tmp_path / 'tiered') + '/{train,val,test}/<class>/*.jpg' in msg and '84x84 JPEGs' in msg
+    write_folders(tmp_path / 'tiered', {'train': FOLDERS['train']})   # train/ without test/
+    with pytest.raises(DatasetError) as err:
+        load_dataset('tiered', str(tmp_path))
+    assert 'train_images.npz' in str(err.value) and '(found train/ but no test/)' in str(err.value)
 
 
 # ----------------------------------------------------------------------------- get_data
