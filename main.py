@@ -122,6 +122,11 @@ flags.DEFINE_integer('val_freq', 1000, 'Validate every this many iterations.')
 flags.DEFINE_integer('n_val_batches', 50, 'Metabatches per validation.')
 flags.DEFINE_integer('max_to_keep', 3, 'Checkpoints kept in the savedir.')
 flags.DEFINE_boolean('progress', True, 'Show tqdm progress bars.')
+flags.DEFINE_float('time_budget', 0., 'meta_train / pretrain: stop after the first iteration '
+                   'that ends this many seconds after the process started (start-up, tracing '
+                   'and validation included), saving a checkpoint as a signal would; the same '
+                   'command then continues for another budget. 0: no limit. For comparisons '
+                   'at equal wall time (runfiles/mtl_omni_small.sh).')
 flags.DEFINE_integer('max_bad_steps', 10, 'Stop meta_train after this many consecutive '
                      'steps with a non-finite loss or meta-gradient (each such step is '
                      'skipped without touching the weights, and logged).')
@@ -297,8 +302,9 @@ flags.DEFINE_integer('pre_print_step', 1000, '--model mtl, pretrain: log every t
                      'iterations.')
 flags.DEFINE_integer('pre_iter', 10000, '--model mtl, meta_train: the pre-training snapshot '
                      "weights-<pre_iter> to start from (the runner's PRE_ITER; -1: the newest).")
-flags.DEFINE_string('pretrain_dir', '', '--model mtl: the folder of the pre-training '
-                    'snapshots; default <savedir>/pretrain.')
+flags.DEFINE_string('pretrain_dir', '', '--model mtl: the folder --mode pretrain writes '
+                    '(snapshots weights-<i>, its log and checkpoints) and meta_train reads; '
+                    'default <savedir>/pretrain.')
 flags.DEFINE_integer('lr_drop_step', 1000, '--model mtl: halve (--lr_drop_rate) the meta '
                      'learning rate after every this many iterations (the runner: 1000).')
 flags.DEFINE_float('lr_drop_rate', 0.5, '--model mtl: the factor of each drop.')
@@ -348,7 +354,7 @@ POSITIVE_INTS = ('way', 'shot', 'query', 'metabatch', 'n_steps', 'n_test_mc_samp
                  'max_to_keep', 'max_bad_steps', 'max_shot', 'balance_freq')
 OPTIONAL_POSITIVE_INTS = ('n_channel', 'image_size')   # None: the default
 POSITIVE_FLOATS = ('meta_lr', 'inner_lr')
-NON_NEGATIVE_FLOATS = ('inner_momentum', 'inner_weight_decay', 'momentum', 'weight_decay',
+NON_NEGATIVE_FLOATS = ('time_budget', 'inner_momentum', 'inner_weight_decay', 'momentum', 'weight_decay',
                        'clip_norm', 'augment_jitter')
 
 

@@ -3,7 +3,7 @@
 engine (resumable checkpoints with the optimiser state, signals, seeded prefetched
 episodes, TensorBoard, tqdm).
 
---mode pretrain (MtlPretrainRunner), into <savedir>/pretrain/:
+--mode pretrain (MtlPretrainRunner), into --pretrain_dir (default <savedir>/pretrain/):
 - every image of every meta-train class, in one fixed shuffled order (seeded), cycled, in
   batches of --pretrain_batch_size (64); label = the class's index in the split;
 - Adam (TF1, eps 1e-8) at --pre_lr (1e-3), halved after every --pre_lr_dropstep (5000)
@@ -99,7 +99,7 @@ class MtlPretrainRunner(Runner):
     def __init__(self, cfg, log=print):
         import types
         cfg = types.SimpleNamespace(**vars(cfg))
-        cfg.savedir = os.path.join(cfg.savedir, PRETRAIN_DIR)
+        cfg.savedir = pretrain_dir_of(cfg)
         cfg.save_freq = cfg.pre_save_step
         cfg.print_freq = cfg.pre_print_step
         cfg.n_train_iters = cfg.pretrain_iterations
@@ -157,10 +157,11 @@ class MtlPretrainRunner(Runner):
     def after_iteration(self, write, i):
         """weights-<i> as the original's weights_<i>.npy: i > 0, i % pre_save_step == 0 (and
         i >= 1000 when pre_save_step >= 1000, so never 0); also when a signal stops the run,
-        so that meta-training can start from where it stopped (--pre_iter -1)."""
+        or by --time_budget, so that meta-training can start from where it stopped
+        (--pre_iter -1)."""
         cfg = self.cfg
         due = i > 0 and i % cfg.pre_save_step == 0
-        if due or self._stop_signal is not None:
+        if due or self.stopping:
             with self.disk_errors():
                 backbone_checkpoint(self.model.backbone).write(weights_path(cfg.savedir, i))
             if not due:
@@ -246,8 +247,10 @@ class MtlRunner(Runner):
                     return loss, acc, applied
                 hard = self.hard_tasks(sampler, classes, class_acc.numpy(), i)
                 hloss, hacc, happlied, _ = compiled(*hard)
-                if not bool(happlied):
-                    return loss, acc, happlied
+                if not bool(happlied):   # the metabatch's own update did happen
+                    self.log(f'Iter {i}: the hard-task meta-batch had a non-finite loss or '
+                             'meta-gradient; its update was skipped')
+                    return loss, acc, applied
                 return loss, acc, applied, dict(hard_loss=hloss, hard_acc=tf.reduce_mean(hacc))
             self._train_step = step
         return self._train_step

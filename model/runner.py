@@ -133,6 +133,7 @@ def episode_rng(seed, stream, *index):
 
 
 TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 0, 1, 2
+PROCESS_START = time.time()   # --time_budget counts from here (this import, ~3 s into a run)
 
 
 def dataset_options(cfg):
@@ -700,10 +701,21 @@ class Runner:
                         running, run_n = {}, 0
                     if i % cfg.val_freq == 0 and self._stop_signal is None:
                         self.validate(write, i, time.time() - t0)
+                    budget = getattr(cfg, 'time_budget', 0)
+                    out_of_time = bool(budget) and i < last and \
+                        time.time() - PROCESS_START >= budget
+                    self.stopping = self._stop_signal is not None or out_of_time
                     self.after_iteration(write, i)
-                    if self.should_save(i) or self._stop_signal is not None:
+                    if self.should_save(i) or self.stopping:
                         self.save(manager, i)
                         writer.flush()
+                    if out_of_time and self._stop_signal is None:
+                        write(f'stopped: the time budget of {budget:g} s (--time_budget, '
+                              f'counted from the start of the process) is used up after '
+                              f'iteration {i}; saved checkpoint {CHECKPOINT_NAME}-{i}. The '
+                              f'same command continues from iteration {i + 1} for another '
+                              'budget.')
+                        return
                     if self._stop_signal is not None:
                         name = signal.Signals(self._stop_signal).name
                         message = (f'stopped by {name} after iteration {i}; saved checkpoint '

@@ -100,6 +100,15 @@ def test_pretrain_writes_snapshots_log_and_learning_rate(pretrained):
     assert (pre / 'model-2.index').exists()
 
 
+def test_pretrain_stopped_by_its_time_budget_leaves_a_snapshot(tmp_path):
+    r = MtlPretrainRunner(cfg(tmp_path, '--mode', 'pretrain', '--pre_save_step', '1000',
+                              '--time_budget', '1e-6'))
+    r.meta_train()
+    assert saved_weights(str(tmp_path / 'pretrain')) == [0]   # the iteration it stopped after
+    assert 'stopped: wrote the backbone snapshot weights-0' in \
+        open(tmp_path / 'pretrain' / 'pretrain.log').read()
+
+
 def test_pretrain_class_num_below_the_classes_is_refused(tmp_path):
     with pytest.raises(RunError, match='pretrain_class_num 10 is smaller than the 600'):
         MtlPretrainRunner(cfg(tmp_path, '--mode', 'pretrain', '--pretrain_class_num', '10'))

@@ -176,3 +176,22 @@ def test_leo_runfiles_use_the_readmes_tuned_values(name, dataset, shot, values):
         ('meta_train', 1000, 1000, 500)
     assert (test.mode, test.n_test_iters, test.metatest_batch_size) == ('meta_test', 10000, 200)
     assert train.savedir == test.savedir
+
+
+@pytest.mark.parametrize('name,shot,dataset', [
+    ('mtl_mini_1shot.sh', '1', 'mimgnet'), ('mtl_mini_5shot.sh', '5', 'mimgnet'),
+    ('mtl_fc100_1shot.sh', '1', 'fc100'), ('mtl_fc100_5shot.sh', '5', 'fc100')])
+def test_mtl_runfiles_carry_the_original_runners_values(name, shot, dataset):
+    pre, train, test = flags_of(name)
+    assert pre['--mode'] == 'pretrain' and pre['--pretrain_iterations'] == '20000'
+    assert (pre['--pre_lr'], pre['--pre_lr_dropstep'], pre['--pretrain_batch_size'],
+            pre['--pretrain_dropout_keep'], pre['--pre_save_step']) == \
+        ('1e-3', '5000', '64', '0.9', '1000')
+    assert (train['--shot_num'], train['--pre_iter'], train['--metatrain_iterations'],
+            train['--meta_batch_size'], train['--train_base_epoch_num'], train['--base_lr'],
+            train['--meta_lr'], train['--lr_drop_step'], train['--meta_save_step']) == \
+        (shot, '10000', '20000', '2', '20', '1e-3', '1e-3', '1000', '100')
+    assert test['--mode'] == 'meta_test' and test['--test_base_epoch_num'] == '100'
+    assert all(c['--dataset'] == dataset and c['--backbone_arch'] == 'resnet12'
+               for c in (pre, train, test))
+    assert pre['--pretrain_dir'] == train['--pretrain_dir']   # meta-train reads what pretrain wrote

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import main
 from model.runner import Runner, RunError, confidence_interval, TEST_STREAM
@@ -52,6 +53,18 @@ def test_short_synthetic_maml_run_learns_far_above_chance(tmp_path):
     assert log.startswith('accuracy : ') and ' +- ' in log
     assert json.load(open(tmp_path / 'meta_test.json'))['accuracy'] == result['accuracy']
     assert os.listdir(tmp_path / 'tensorboard')
+
+
+def test_time_budget_stops_after_an_iteration_with_a_checkpoint_and_continues(tmp_path):
+    r = runner(tmp_path, '--n_train_iters', '5', '--save_freq', '100', '--time_budget', '1e-6')
+    r.meta_train()
+    log = open(tmp_path / 'meta_train.log').read()
+    assert 'the time budget of 1e-06 s' in log and 'after iteration 0' in log
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith('model-0')
+    r = runner(tmp_path, '--n_train_iters', '5', '--save_freq', '100')
+    r.meta_train()   # no budget: runs to the end from iteration 1
+    assert int(r.iteration.numpy()) == 6
+    assert 'resumed from model-0 at iteration 1' in open(tmp_path / 'meta_train.log').read()
 
 
 def test_meta_train_writes_the_originals_log_and_checkpoints(tmp_path):
