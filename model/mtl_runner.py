@@ -222,7 +222,7 @@ class MtlRunner(Runner):
                 f'but {found}. Pre-train first: python main.py --model mtl --mode pretrain '
                 f'--savedir {cfg.savedir} (same --dataset and --backbone_arch), or pick a '
                 'snapshot with --pre_iter (-1: the newest), or point --pretrain_dir at '
-                'another folder (see also tools/mtl_convert.py for the released npy weights)')
+                'another folder (or convert the released npy weights: python -m model.mtl_convert --pretrained_only)')
         status = backbone_checkpoint(self.model.backbone).read(weights_path(d, i))
         status.assert_existing_objects_matched()
         self.model.copy_shift_from_backbone()
