@@ -28,7 +28,7 @@ def test_train_log_validation_records_and_balancing_tables(tmp_path):
                '--save_freq', '100', '--max_to_keep', '10')
     r.meta_train()
     log = (tmp_path / 'train.log').read_text()
-    assert log.startswith('alpha_init: None\nalpha_on: True\n')
+    assert log.startswith('activation: leaky_relu\nalpha_init: None\nalpha_on: True\n')
     assert re.search(r'\n\nIter 2 start, learning rate 0\.001000\n'
                      r'train: cent \d\.\d{4}, kl \d\.\d{4}, id_acc \d\.\d{4}\n'
                      r'val  : cent \d\.\d{4}, kl \d\.\d{4}, id_acc \d\.\d{4}, ood_acc \d\.\d{4}\n',
