@@ -10,7 +10,8 @@
 # 28x28 grey images replicated to three channels at --img_size 28 (28 -> 14 -> 7 -> 3 -> 1);
 # MAML the 28x28 grey images. Meta-test: MTL's protocol (600 episodes, 100 steps, flipped
 # support, K queries per class); MAML's (600 episodes, 10 steps, 15 queries per class).
-# The README's numbers: BUDGET=1500 PRETRAIN_BUDGET=600, each half pinned to one core.
+# The README's numbers: BUDGET=1500 PRETRAIN_BUDGET=600 META_BUDGET=900, the MAML and the MTL
+# commands run side by side, each pinned to one core (taskset).
 set -e
 DATA_ROOT=${DATA_ROOT:-../shared/data}
 OUT=${OUT:-./results/mtl_omni_small}
