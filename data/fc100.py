@@ -55,13 +55,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from .datasets import DatasetError, FewShotDataset
+from .mimgnet import _atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +126,6 @@ def get_data_command(data_root):
 
 # ----------------------------------------------------------------------------- helpers
 
-def _atomic_write_text(path: Path, text):
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read_json(path: Path):

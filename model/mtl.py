@@ -374,6 +374,18 @@ class MTL(snt.Module):
         return tf.reduce_sum(xent(logits, yq)) / self.shot, accs.stack()
 
 
+def apply_if_finite(optimizer, loss, grads):
+    """optimizer.apply(grads) inside a tf.cond, only when the loss and every gradient entry
+    are finite; returns whether it ran (weights and Adam state untouched otherwise)."""
+    finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(x))
+                                     for x in [loss, *grads]]))
+
+    def update():
+        optimizer.apply(grads)
+        return tf.constant(True)
+    return tf.cond(finite, update, lambda: tf.constant(False))
+
+
 def make_meta_train_step(model, optimizer, spec):
     """(xs, ys, xq, yq) -> (metabatch loss, per-task accuracy [T], applied, per-class query
     accuracy [T, way]): the original's step (mean over tasks of the per-task loss, Adam on
@@ -387,15 +399,7 @@ def make_meta_train_step(model, optimizer, spec):
         with tf.GradientTape() as tape:
             outs = [model.task_loss(xs[t], ys[t], xq[t], yq[t]) for t in range(n_tasks)]
             loss = tf.reduce_mean(tf.stack([o[0] for o in outs]))
-        grads = tape.gradient(loss, variables)
-        finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(x))
-                                         for x in [loss, *grads]]))
-
-        def update():
-            optimizer.apply(grads)
-            return tf.constant(True)
-
-        applied = tf.cond(finite, update, lambda: tf.constant(False))
+        applied = apply_if_finite(optimizer, loss, tape.gradient(loss, variables))
         return (loss, tf.stack([o[1] for o in outs]), applied,
                 tf.stack([o[2]['class_acc'] for o in outs]))
 
@@ -420,14 +424,7 @@ def make_pretrain_step(model, optimizer, spec):
     def step(x, y):
         with tf.GradientTape() as tape:
             loss, acc = model.batch_loss(x, y, training=True)
-        grads = tape.gradient(loss, variables)
-        finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(g))
-                                         for g in [loss, *grads]]))
-
-        def update():
-            optimizer.apply(grads)
-            return tf.constant(True)
-        return loss, acc, tf.cond(finite, update, lambda: tf.constant(False))
+        return loss, acc, apply_if_finite(optimizer, loss, tape.gradient(loss, variables))
     return step
 
 
