@@ -34,7 +34,8 @@ from data.episodes import EpisodeSampler, EpisodeSizeError
 from model import leo
 from model import steps
 from model.runner import (CHECKPOINT_NAME, Runner, RunError, TEST_STREAM, VAL_STREAM,
-                          confidence_interval, write_atomically, write_record)
+                          confidence_interval, read_records, write_atomically,
+                          write_record)
 
 BEST_DIR = 'best_checkpoint'
 TMP_BEST_DIR = 'tmp_best_checkpoint'
@@ -148,12 +149,8 @@ class LeoRunner(Runner):
 
     def record_validation(self, i, loss, accuracy, n):
         path = os.path.join(self.cfg.savedir, VALIDATION_RECORD)
-        try:   # a log of validations only: model selection reads best_checkpoint/
-            with open(path) as f:
-                records = json.load(f)
-        except (OSError, ValueError):
-            records = []
-        write_record(path, records, dict(step=i, accuracy=accuracy, loss=loss,
+        # a log of validations only: model selection reads best_checkpoint/
+        write_record(path, read_records(path), dict(step=i, accuracy=accuracy, loss=loss,
                                          n_episodes=int(n)), 'step')
 
     # ---- the best checkpoint -------------------------------------------------------

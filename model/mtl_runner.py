@@ -35,15 +35,17 @@ import json
 import os
 import re
 import time
+import types
 
 import numpy as np
 import tensorflow as tf
 
-from data.episodes import EpisodeSampler, EpisodeSizeError
+from data.episodes import EpisodeSampler
 from model import mtl
 from model import steps
-from model.runner import (Runner, RunError, TEST_STREAM, TRAIN_STREAM, VAL_STREAM, confidence_interval,
-                          episode_rng, write_atomically, write_record)
+from model.runner import (Runner, RunError, TEST_STREAM, TRAIN_STREAM, VAL_STREAM,
+                          confidence_interval, episode_rng, read_records, write_atomically,
+                          write_record)
 
 PRETRAIN_DIR = 'pretrain'
 WEIGHTS_NAME = 'weights'
@@ -97,7 +99,6 @@ class MtlPretrainRunner(Runner):
     TRAIN_LOG = 'pretrain.log'
 
     def __init__(self, cfg, log=print):
-        import types
         cfg = types.SimpleNamespace(**vars(cfg))
         cfg.savedir = pretrain_dir_of(cfg)
         cfg.save_freq = cfg.pre_save_step
@@ -129,9 +130,8 @@ class MtlPretrainRunner(Runner):
     def sampler(self, split):
         if split == 'val':
             return None   # no validation during pre-training
-        stream = PretrainStream(self.dataset.split('train'), self.cfg.pretrain_batch_size,
-                                self.cfg.seed)
-        return stream
+        return PretrainStream(self.dataset.split('train'), self.cfg.pretrain_batch_size,
+                              self.cfg.seed)
 
     def train_episode(self, stream, i):
         return stream.batch(i)
@@ -285,10 +285,8 @@ class MtlRunner(Runner):
     def evaluate_steps(self, split, n, stream, desc):
         """(mean loss, accuracy after each inner step [n episodes, steps]) over the same n
         episodes of `stream` every time (--eval_chunk at a time)."""
-        fn = self.eval_fn(split)
-        self._eval_step = lambda *ep: fn(*ep)
-        loss, acc = self.evaluate(split, 1, stream, desc, n, self.cfg.eval_chunk)
-        return loss, acc
+        return self.evaluate(split, 1, stream, desc, n, self.cfg.eval_chunk,
+                             step=self.eval_fn(split))
 
     # ---- meta-train ----------------------------------------------------------------
     def learning_rate(self, i):
@@ -314,23 +312,19 @@ class MtlRunner(Runner):
               f'{cfg.n_steps} inner steps), loss {loss:f}')
         tf.summary.scalar('meta_val/acc', mean, step=i)
         tf.summary.scalar('meta_val/loss', loss, step=i)
+        path = os.path.join(cfg.savedir, VALIDATION_RECORD)
         with self.disk_errors():
-            write_record(os.path.join(cfg.savedir, VALIDATION_RECORD), self.validations(),
-                         dict(iteration=i, accuracy=mean, ci95=ci, loss=loss,
-                              n_episodes=int(len(final))), 'iteration')
-
-    def validations(self):
-        try:
-            with open(os.path.join(self.cfg.savedir, VALIDATION_RECORD)) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return []
+            write_record(path, read_records(path), dict(iteration=i, accuracy=mean, ci95=ci,
+                                                        loss=loss, n_episodes=int(len(final))),
+                         'iteration')
 
     # ---- meta-test -----------------------------------------------------------------
-    def restore_for_test(self):
+    def checkpoint_candidates(self):
+        """--test_iter i (meta_test): model-<i> only, restored and checked as the engine
+        restores any checkpoint (the original's run_experiment tests every saved iteration)."""
         cfg = self.cfg
-        if cfg.test_iter is None:
-            return super().restore_for_test()
+        if cfg.mode != 'meta_test' or cfg.test_iter is None:
+            return super().checkpoint_candidates()
         path = os.path.join(cfg.savedir, f'model-{cfg.test_iter}')
         if not os.path.exists(path + '.index'):
             have = sorted(int(m.group(1)) for n in os.listdir(cfg.savedir)
@@ -338,12 +332,7 @@ class MtlRunner(Runner):
                 if os.path.isdir(cfg.savedir) else []
             raise RunError(f'--test_iter {cfg.test_iter}: no checkpoint {path}; the savedir '
                            f'holds model-{", model-".join(map(str, have)) or "(none)"}')
-        reader = tf.train.load_checkpoint(path)
-        self.check_config(self.saved_config(reader))
-        status = self.checkpoint.restore(path)
-        status.expect_partial()
-        status.assert_existing_objects_matched()
-        return path
+        return [path], []
 
     def meta_test(self):
         cfg = self.cfg

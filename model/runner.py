@@ -211,6 +211,16 @@ def confidence_interval(acc):
     return float(acc.mean()), float(1.96 * acc.std() / np.sqrt(len(acc)))
 
 
+def read_records(path):
+    """The records a validation log (write_record's JSON list) holds; [] when it is missing
+    or unreadable (it is a log only, nothing is chosen from it)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return []
+
+
 def write_record(path, records, record, key):
     """Writes `records` with `record` replacing any entry of the same `key` (a resumed run
     validating a step again), sorted by `key`, as indented JSON, atomically."""
@@ -558,11 +568,11 @@ class Runner:
                                    self.lr_milestones, getattr(cfg, 'lr_decay', 0.1),
                                    cfg.n_train_iters)
 
-    def evaluate(self, split, n_batches, stream, desc, batch_size=None, chunk=None):
+    def evaluate(self, split, n_batches, stream, desc, batch_size=None, chunk=None, step=None):
         """Mean query loss and per-episode accuracies over n_batches batches of batch_size
         (default --metabatch) episodes; batch j's episodes come from the generator of (seed,
         stream, j), drawn and run `chunk` (default: all) episodes at a time, which changes
-        memory only."""
+        memory only. `step` (episodes -> (losses, accuracies)) replaces eval_step."""
         sampler = self.sampler(split)
         cfg = self.cfg
         batch_size = batch_size or cfg.metabatch
@@ -577,7 +587,7 @@ class Runner:
         losses, accs = [], []
         for ep in tqdm(prefetch(episodes()), total=n_batches * -(-batch_size // chunk),
                        desc=desc, leave=False, disable=not cfg.progress):
-            loss, acc = self.eval_step(*ep)
+            loss, acc = (step or self.eval_step)(*ep)
             losses.append(loss.numpy())
             accs.append(acc.numpy())
         return float(np.mean(np.concatenate(losses))), np.concatenate(accs)
