@@ -173,6 +173,15 @@ flags.DEFINE_string('augment', '', 'Comma-separated augmentations of the meta-tr
 flags.DEFINE_integer('augment_pad', 8, '--augment crop: zero padding in pixels.')
 flags.DEFINE_float('augment_jitter', 0.4, '--augment color: jitter strength.')
 flags.DEFINE_boolean('augment_query', False, 'Augment the meta-train query images too.')
+flags.DEFINE_boolean('fused_batch_norm', True, 'Batch norm with the batch\'s own statistics '
+                     'through TensorFlow\'s fused kernel (oneDNN / cuDNN; same function and '
+                     'derivatives to second order, faster); off: the plain arithmetic. Only '
+                     'where epsilon >= 1.001e-5 (not torch\'s 1e-5).')
+flags.DEFINE_enum('task_loop', 'while', ['while', 'unrolled'], 'How the compiled meta-train '
+                  'step runs the tasks of a metabatch: while = one task traced once and run '
+                  'in a tf.while_loop, meta-gradients summed (fast to trace); unrolled = every '
+                  'task built into the graph (the plain path; same meta-gradient up to float '
+                  'round-off).')
 flags.DEFINE_enum('distribute', 'none', ['none', 'mirrored', 'multi_worker'], 'Split the '
                   'metabatch across devices: mirrored = tf.distribute.MirroredStrategy over '
                   'the GPUs of this host (or --n_cpu_devices logical CPUs); multi_worker = '

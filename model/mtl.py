@@ -50,7 +50,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
-from model import nets
+from model import nets, steps
 
 ARCHS = ('resnet12', 'resnet18')
 ACTIVATIONS = ('leaky_relu', 'relu', 'None')
@@ -79,9 +79,8 @@ def normalize(x, norm):
     """The original's `normalize`: batch norm with the current batch's statistics and no
     affine part (gamma absent, beta always 0), layer norm over all but the batch axis (its
     gamma 1 and beta 0 are never trained), or nothing."""
-    if norm == 'batch_norm':
-        mean, var = nets.moments(x)
-        return (x - mean) * tf.math.rsqrt(var + BN_EPSILON)
+    if norm == 'batch_norm':   # (the fused kernel where it applies: nets.batch_norm)
+        return nets.batch_norm(x, tf.zeros([x.shape[-1]], x.dtype), BN_EPSILON)
     if norm == 'layer_norm':
         axes = list(range(1, x.shape.rank))
         mean = tf.reduce_mean(x, axes, keepdims=True)
@@ -386,22 +385,21 @@ def apply_if_finite(optimizer, loss, grads):
     return tf.cond(finite, update, lambda: tf.constant(False))
 
 
-def make_meta_train_step(model, optimizer, spec):
+def make_meta_train_step(model, optimizer, spec, task_loop='while'):
     """(xs, ys, xq, yq) -> (metabatch loss, per-task accuracy [T], applied, per-class query
     accuracy [T, way]): the original's step (mean over tasks of the per-task loss, Adam on
     SS and FC, no clipping); skipped, weights and Adam state untouched, when the loss or a
-    meta-gradient entry is not finite."""
+    meta-gradient entry is not finite. task_loop: steps.metabatch_gradient's ('while': one
+    traced task in a tf.while_loop; 'unrolled': every task in the graph)."""
     n_tasks = spec[0].shape[0]
     variables = model.outer_variables
 
-    @tf.function(input_signature=spec)
+    @tf.function(input_signature=spec, autograph=False)
     def step(xs, ys, xq, yq):
-        with tf.GradientTape() as tape:
-            outs = [model.task_loss(xs[t], ys[t], xq[t], yq[t]) for t in range(n_tasks)]
-            loss = tf.reduce_mean(tf.stack([o[0] for o in outs]))
-        applied = apply_if_finite(optimizer, loss, tape.gradient(loss, variables))
-        return (loss, tf.stack([o[1] for o in outs]), applied,
-                tf.stack([o[2]['class_acc'] for o in outs]))
+        loss, acc, grads, metrics = steps.metabatch_gradient(
+            lambda t: model.task_loss(xs[t], ys[t], xq[t], yq[t]), n_tasks, variables,
+            ('class_acc',), task_loop)
+        return loss, acc, apply_if_finite(optimizer, loss, grads), metrics['class_acc']
 
     return step
 

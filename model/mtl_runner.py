@@ -238,7 +238,8 @@ class MtlRunner(Runner):
             cfg = self.cfg
             spec = steps.episode_spec(cfg.metabatch, cfg.way * cfg.shot, cfg.way * cfg.query,
                                       self.dataset.image_shape)
-            compiled = mtl.make_meta_train_step(self.model, self.optimizer, spec)
+            compiled = mtl.make_meta_train_step(self.model, self.optimizer, spec,
+                                                getattr(cfg, 'task_loop', 'while'))
             sampler = self.sampler('train')
 
             def step(xs, ys, xq, yq, classes, i):

@@ -74,12 +74,30 @@ class ReferenceStats:
         return moments(x[:self.n])
 
 
+# The batch's own statistics through TensorFlow's fused kernel (FusedBatchNormV3, oneDNN
+# on CPU, cuDNN on GPU): the same function, its gradient one fused op, and the gradient of
+# that gradient (second-order MAML) TensorFlow's closed form (nn_fused_batch_norm_grad.py).
+# The kernel refuses epsilon below 1.001e-5 (torch's 1e-5 stays on the plain path).
+# tests/test_fast_paths.py compares both paths to second order; off: the plain arithmetic.
+FUSED_BATCH_NORM = True
+FUSED_MIN_EPSILON = 1.001e-5
+
+
+def fused_applies(x, epsilon):
+    return (FUSED_BATCH_NORM and x.shape.rank == 4 and epsilon >= FUSED_MIN_EPSILON
+            and x.dtype in (tf.float32, tf.float16, tf.bfloat16))
+
+
 def batch_norm(x, beta, epsilon=BN_EPSILON, gamma=None, norm=None, name=None):
     """Batch norm with learned shift beta (and scale gamma where the backbone has one).
 
     Default (norm None): the statistics of the current batch, biased variance, as
     tf.contrib's batch_norm in training mode (the TF originals) and torch's BatchNorm2d in
     training mode or with track_running_stats=False (PyTorch-MAML's reproduce configs)."""
+    if norm is None and fused_applies(x, epsilon):
+        scale = tf.ones_like(beta) if gamma is None else gamma
+        return tf.compat.v1.nn.fused_batch_norm(x, scale, beta, epsilon=epsilon,
+                                                is_training=True)[0]
     if norm is None:
         mean, var = moments(x)
     else:

@@ -50,7 +50,7 @@ from data.augment import EpisodeAugmenter, parse_augment
 from data.datasets import load_dataset
 from data.episodes import EpisodeSampler
 from model import build_model
-from model import optim
+from model import nets, optim
 from model import steps
 
 # Flags that change the model's variables or the method: a checkpoint is only valid for
@@ -278,6 +278,8 @@ class Runner:
         self.lr_milestones = [int(m) for m in getattr(cfg, 'lr_milestones', '').split(',')
                               if m.strip()]
         tf.random.set_seed(cfg.seed)
+        # --[no]fused_batch_norm: read when the steps are traced (model/nets.py)
+        nets.FUSED_BATCH_NORM = bool(getattr(cfg, 'fused_batch_norm', True))
         with (self.strategy.scope() if self.strategy else contextlib.nullcontext()):
             self.model = self.build_model()
             self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name='iteration')
@@ -546,7 +548,8 @@ class Runner:
                                       self.dataset.image_shape)
             self._train_step = steps.make_train_step(
                 self.model, self.optimizer, cfg.clip_value, spec, skip_nonfinite=True,
-                clip_norm=getattr(cfg, 'clip_norm', 0.), strategy=self.strategy)
+                clip_norm=getattr(cfg, 'clip_norm', 0.), strategy=self.strategy,
+                task_loop=getattr(cfg, 'task_loop', 'while'))
         return self._train_step
 
     @property

@@ -133,6 +133,7 @@ class TAML(MAML):
     posterior sample; `evaluate(xs, ys, xq, yq, n_mc)` -> (cent, kl, acc) with the mean
     (n_mc 0) or n_mc averaged sampled passes. Support labels -1 mark padding.
     """
+    task_metrics = ('cent', 'kl')   # the named metrics of task_loss (model/steps.py)
 
     def __init__(self, net, max_shot=50, inner_lr=0.5, n_steps=5, n_test_steps=None,
                  alpha_on=False, omega_on=False, gamma_on=False, z_on=False, alpha_init=0.01,
