@@ -98,7 +98,30 @@ def peak_rss_mb():
 
 
 # ---- our side (runs in a worker process) ------------------------------------------------
-def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1, warmup=2):
+def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1, warmup=2,
+           task_loop='while'):
+    c = ALL_CONFIGS[name]
+    if is_leo(c):
+        return leo_worker(name, model_name, windows, window_steps, test_batches)
+    if model_name == 'leo':
+        raise SystemExit(f'{name} is not a LEO configuration; LEO runs leo_* configurations')
+    if is_mtl(c):
+        return mtl_worker(name, model_name, windows, window_steps, test_batches, warmup,
+                          task_loop)
+    if model_name == 'mtl':
+        raise SystemExit(f'{name} is not an MTL configuration; MTL runs mtl_* configurations')
+    if 'max_shot' in c:
+        return taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples,
+                           task_loop)
+    model_name, train_step, eval_step, batches = maml_family_steps(name, model_name,
+                                                                   mc_samples, task_loop)
+    return dict(config=name, model=model_name, **time_steps(train_step, eval_step, batches,
+                                                            windows, window_steps, test_batches))
+
+
+def maml_family_steps(name, model_name, mc_samples=1, task_loop='while'):
+    """(model name, compiled train step, eval step, 4 random metabatches) of a MAML-family
+    configuration, built as main.py builds them (model/steps.py, Adam, clipping at 3)."""
     import types
     import numpy as np
     __import__('main')  # sets TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
@@ -106,16 +129,6 @@ def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1, 
     from model import build_model, optim, steps
 
     c = ALL_CONFIGS[name]
-    if is_leo(c):
-        return leo_worker(name, model_name, windows, window_steps, test_batches)
-    if model_name == 'leo':
-        raise SystemExit(f'{name} is not a LEO configuration; LEO runs leo_* configurations')
-    if is_mtl(c):
-        return mtl_worker(name, model_name, windows, window_steps, test_batches, warmup)
-    if model_name == 'mtl':
-        raise SystemExit(f'{name} is not an MTL configuration; MTL runs mtl_* configurations')
-    if 'max_shot' in c:
-        return taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples)
     if c['first_order']:
         if model_name not in ('maml', 'fomaml'):
             raise SystemExit(f'{name} is a first-order MAML configuration; run it with --model maml')
@@ -129,7 +142,8 @@ def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1, 
     opt = optim.Adam(model.outer_variables, 1e-3)
     T, ns, nq = c['metabatch'], c['way'] * c['shot'], c['way'] * c['query']
     train_step = steps.make_train_step(model, opt, 3.0,
-                                       steps.episode_spec(T, ns, nq, c['image']))
+                                       steps.episode_spec(T, ns, nq, c['image']),
+                                       task_loop=task_loop)
     eval_step = steps.make_eval_step(model, steps.episode_spec(None, None, None, c['image']))
     rng = np.random.default_rng(0)
     ys = np.tile(np.repeat(np.arange(c['way']), c['shot']), (T, 1)).astype(np.int32)
@@ -137,9 +151,7 @@ def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1, 
     batches = [(rng.standard_normal((T, ns, *c['image']), dtype=np.float32), ys,
                 rng.standard_normal((T, nq, *c['image']), dtype=np.float32), yq)
                for _ in range(4)]
-
-    return dict(config=name, model=model_name, **time_steps(train_step, eval_step, batches,
-                                                            windows, window_steps, test_batches))
+    return model_name, train_step, eval_step, batches
 
 
 def time_steps(train_step, eval_step, batches, windows, window_steps, test_batches, test=None,
@@ -171,7 +183,8 @@ def time_steps(train_step, eval_step, batches, windows, window_steps, test_batch
                 peak_rss_mb=peak_rss_mb())
 
 
-def taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples):
+def taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples,
+                task_loop='while'):
     """A TAML configuration: the runner's compiled steps (support length free) on imbalanced
     padded metabatches of random images drawn by the ImbalancedSampler."""
     import types
@@ -196,7 +209,8 @@ def taml_worker(name, model_name, windows, window_steps, test_batches, mc_sample
     opt = optim.Adam(model.outer_variables, 1e-3)
     T, nq = c['metabatch'], c['way'] * c['query']
     train_step = steps.make_train_step(model, opt, 3.0,
-                                       steps.episode_spec(T, None, nq, c['image']))
+                                       steps.episode_spec(T, None, nq, c['image']),
+                                       task_loop=task_loop)
 
     @tf.function(input_signature=steps.episode_spec(None, None, None, c['image']))
     def eval_step(xs, ys, xq, yq):
@@ -257,7 +271,8 @@ def leo_worker(name, model_name, windows, window_steps, test_batches):
                                                        window_steps, test_batches, test=test))
 
 
-def mtl_worker(name, model_name, windows, window_steps, test_batches, warmup):
+def mtl_worker(name, model_name, windows, window_steps, test_batches, warmup,
+               task_loop='while'):
     """An MTL configuration: the runner's compiled meta-train step (T tasks of n_steps
     second-order FC steps, Adam on the scales, shifts and FC, NaN guard) and its meta-test
     step (n_test_steps in a tf.while_loop on the flip-doubled support set), on random
@@ -277,7 +292,7 @@ def mtl_worker(name, model_name, windows, window_steps, test_batches, warmup):
     opt = optim.Adam(model.outer_variables, 1e-3)
     T, ns = c['metabatch'], c['way'] * c['shot']
     train_step = mtl.make_meta_train_step(
-        model, opt, steps.episode_spec(T, ns, c['way'] * c['query'], c['image']))
+        model, opt, steps.episode_spec(T, ns, c['way'] * c['query'], c['image']), task_loop)
     eval_step = mtl.make_eval_step(model, steps.episode_spec(None, None, None, c['image']),
                                    c['n_test_steps'], True)
     rng = np.random.default_rng(0)
@@ -339,7 +354,8 @@ def run_worker(name, args):
     cmd = [sys.executable, '-m', 'benchmarks.throughput', '--worker', name, '--model', args.model,
            '--mc_samples', str(args.mc_samples),
            '--windows', str(args.windows), '--window_steps', str(args.window_steps),
-           '--test_batches', str(args.test_batches), '--warmup', str(args.warmup)]
+           '--test_batches', str(args.test_batches), '--warmup', str(args.warmup),
+           '--task_loop', args.task_loop]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         raise RuntimeError(f'worker {name} failed: {out.stderr[-3000:]}')
@@ -391,6 +407,10 @@ def main(argv=None):
                         '(--model mtl: 2)')
     p.add_argument('--warmup', type=int,
                    help='untimed steps after the first one; default 2 (--model mtl: 1)')
+    p.add_argument('--task_loop', default='while', choices=['while', 'unrolled'],
+                   help="how our meta-train step runs the metabatch's tasks (main.py "
+                        "--task_loop): while = one traced task in a tf.while_loop (the "
+                        "default), unrolled = every task in the graph (the earlier path)")
     p.add_argument('--reference', default=DEFAULT_REFERENCE, help='path of torch_maml.py')
     p.add_argument('--ref_iters', type=int, default=10, help='timed steps of the reference')
     p.add_argument('--ref_test_episodes', type=int, default=20)
@@ -407,7 +427,8 @@ def main(argv=None):
     if args.worker:
         print('RESULT ' + json.dumps(worker(args.worker, args.model, args.windows,
                                             args.window_steps, args.test_batches,
-                                            args.mc_samples, args.warmup)))
+                                            args.mc_samples, args.warmup,
+                                            args.task_loop)))
         return 0
 
     names = [n.strip() for n in args.configs.split(',') if n.strip()]
@@ -446,6 +467,9 @@ def main(argv=None):
     results = []
     for name in names:
         ours = run_worker(name, args)
+        ours['task_loop'] = None if is_leo(ALL_CONFIGS[name]) else args.task_loop
+        if ours['task_loop'] == 'unrolled':
+            ours['model'] += ' (unrolled)'
         ref = reference(name, args.reference, args.ref_iters, args.ref_test_episodes,
                         args.threads) if have_ref and 'max_shot' not in ALL_CONFIGS[name] else None
         results.append(dict(ours=ours, reference=ref))
