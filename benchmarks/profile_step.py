@@ -4,7 +4,7 @@ Python functions that dominate tracing (cProfile), and the TensorFlow ops that d
 a steady-state step (the TF profiler, aggregated by op type).
 
     python -m benchmarks.profile_step --config omni20_1shot
-    python -m benchmarks.profile_step --config omni20_1shot --task_loop unrolled
+    python -m benchmarks.profile_step --config omni20_1shot --task_loop unrolled --batch_norm plain
     python -m benchmarks.profile_step --config omni20_1shot --steps 3 --top 15 --logdir prof
 
 The configurations are benchmarks/throughput.py's MAML-family ones (same model, same
@@ -73,16 +73,21 @@ def op_profile(logdir):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    maml_configs = [n for n, c in throughput.CONFIGS.items() if 'first_order' in c]
+    maml_configs = [n for n, c in throughput.ALL_CONFIGS.items() if 'first_order' in c]
     p.add_argument('--config', default='omni20_1shot', choices=maml_configs)
     p.add_argument('--model', default='maml', choices=['maml', 'fomaml', 'metasgd', 'metadrop'])
     p.add_argument('--task_loop', default='while', choices=['while', 'unrolled'])
+    p.add_argument('--batch_norm', default='fused', choices=['fused', 'plain'],
+                   help='main.py --[no]fused_batch_norm')
     p.add_argument('--steps', type=int, default=3, help='steady-state steps profiled')
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--top', type=int, default=12, help='entries of each table')
     p.add_argument('--logdir', help='where the TF profile goes (default: a temporary folder)')
     args = p.parse_args(argv)
 
+    __import__('main')  # TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
+    from model import nets
+    nets.FUSED_BATCH_NORM = args.batch_norm == 'fused'
     model_name, train_step, _, batches = throughput.maml_family_steps(
         args.config, args.model, task_loop=args.task_loop)
     import tensorflow as tf
@@ -93,10 +98,11 @@ def main(argv=None):
     t = time.perf_counter()
     train_step(*batches[0])[0].numpy()
     first_call_s = time.perf_counter() - t
-    print(f'{args.config} {model_name} task_loop={args.task_loop}: first step '
-          f'{trace_s + first_call_s:.1f} s = tracing {trace_s:.1f} s (under cProfile, '
-          f'{n_ops} ops at the top level of the graph) + first call {first_call_s:.1f} s '
-          '(graph optimisation, kernel set-up, first execution)')
+    print(f'{args.config} {model_name} task_loop={args.task_loop} '
+          f'batch_norm={args.batch_norm}: first step {trace_s + first_call_s:.1f} s = '
+          f'tracing {trace_s:.1f} s (under cProfile, {n_ops} ops at the top level of the '
+          f'graph) + first call {first_call_s:.1f} s (graph optimisation, kernel set-up, '
+          'first execution)')
     print(f'\ntracing, top {args.top} functions by own time (s): own | cumulative | calls | '
           'function')
     for own, cumulative, calls, where in rows:
@@ -118,7 +124,7 @@ def main(argv=None):
           f'profile in {logdir})')
     print(f'top {args.top} op types: ms a step | share | ops a step | type')
     for kind, (ms, count) in sorted(ops.items(), key=lambda kv: -kv[1][0])[:args.top]:
-        print(f'  {ms / args.steps:9.1f} | {100 * ms / busy:5.1f}% | {count // args.steps:6d} '
+        print(f'  {ms / args.steps:9.2f} | {100 * ms / busy:5.1f}% | {count // args.steps:6d} '
               f'| {kind}')
     return 0
 

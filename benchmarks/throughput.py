@@ -76,6 +76,9 @@ TEST_CONFIGS = {
     'mtl_tiny': dict(way=3, shot=1, query=2, test_query=1, metabatch=2, n_steps=2,
                      n_test_steps=3, base_lr=1e-3, arch='resnet12', image=(16, 16, 1),
                      img_size=16, test_chunk=2),
+    # The MAML family's code path at a toy size (benchmarks/profile_step.py's test).
+    'maml_tiny': dict(way=3, shot=1, query=2, metabatch=2, n_steps=2, inner_lr=0.1,
+                      image=(16, 16, 1), n_channel=8, first_order=False),
 }
 ALL_CONFIGS = {**CONFIGS, **TEST_CONFIGS}
 # Per-model defaults of --windows / --window_steps / --test_batches (an 84x84 MTL step takes
@@ -355,7 +358,8 @@ def run_worker(name, args):
            '--mc_samples', str(args.mc_samples),
            '--windows', str(args.windows), '--window_steps', str(args.window_steps),
            '--test_batches', str(args.test_batches), '--warmup', str(args.warmup),
-           '--task_loop', args.task_loop]
+           '--task_loop', args.task_loop, '--batch_norm', args.batch_norm,
+           '--parallel_tasks', str(args.parallel_tasks)]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         raise RuntimeError(f'worker {name} failed: {out.stderr[-3000:]}')
@@ -411,6 +415,11 @@ def main(argv=None):
                    help="how our meta-train step runs the metabatch's tasks (main.py "
                         "--task_loop): while = one traced task in a tf.while_loop (the "
                         "default), unrolled = every task in the graph (the earlier path)")
+    p.add_argument('--parallel_tasks', type=int, default=1,
+                   help='main.py --parallel_tasks: tasks of the while loop in flight')
+    p.add_argument('--batch_norm', default='fused', choices=['fused', 'plain'],
+                   help='main.py --[no]fused_batch_norm: the fused kernel (the default) or the '
+                        'plain arithmetic')
     p.add_argument('--reference', default=DEFAULT_REFERENCE, help='path of torch_maml.py')
     p.add_argument('--ref_iters', type=int, default=10, help='timed steps of the reference')
     p.add_argument('--ref_test_episodes', type=int, default=20)
@@ -425,6 +434,10 @@ def main(argv=None):
             setattr(args, k, v)
 
     if args.worker:
+        __import__('main')  # TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
+        from model import nets, steps
+        nets.FUSED_BATCH_NORM = args.batch_norm == 'fused'
+        steps.PARALLEL_TASKS_DEFAULT = args.parallel_tasks
         print('RESULT ' + json.dumps(worker(args.worker, args.model, args.windows,
                                             args.window_steps, args.test_batches,
                                             args.mc_samples, args.warmup,
@@ -468,8 +481,13 @@ def main(argv=None):
     for name in names:
         ours = run_worker(name, args)
         ours['task_loop'] = None if is_leo(ALL_CONFIGS[name]) else args.task_loop
+        ours['batch_norm'] = args.batch_norm
         if ours['task_loop'] == 'unrolled':
             ours['model'] += ' (unrolled)'
+        if args.batch_norm == 'plain':
+            ours['model'] += ' (plain BN)'
+        if args.parallel_tasks != 1:
+            ours['model'] += f' ({args.parallel_tasks} tasks in flight)'
         ref = reference(name, args.reference, args.ref_iters, args.ref_test_episodes,
                         args.threads) if have_ref and 'max_shot' not in ALL_CONFIGS[name] else None
         results.append(dict(ours=ours, reference=ref))

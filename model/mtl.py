@@ -385,12 +385,13 @@ def apply_if_finite(optimizer, loss, grads):
     return tf.cond(finite, update, lambda: tf.constant(False))
 
 
-def make_meta_train_step(model, optimizer, spec, task_loop='while'):
+def make_meta_train_step(model, optimizer, spec, task_loop='while', parallel_tasks=None):
     """(xs, ys, xq, yq) -> (metabatch loss, per-task accuracy [T], applied, per-class query
     accuracy [T, way]): the original's step (mean over tasks of the per-task loss, Adam on
     SS and FC, no clipping); skipped, weights and Adam state untouched, when the loss or a
     meta-gradient entry is not finite. task_loop: steps.metabatch_gradient's ('while': one
-    traced task in a tf.while_loop; 'unrolled': every task in the graph)."""
+    traced task in a tf.while_loop, parallel_tasks of them in flight; 'unrolled': every
+    task in the graph)."""
     n_tasks = spec[0].shape[0]
     variables = model.outer_variables
 
@@ -398,7 +399,7 @@ def make_meta_train_step(model, optimizer, spec, task_loop='while'):
     def step(xs, ys, xq, yq):
         loss, acc, grads, metrics = steps.metabatch_gradient(
             lambda t: model.task_loss(xs[t], ys[t], xq[t], yq[t]), n_tasks, variables,
-            ('class_acc',), task_loop)
+            ('class_acc',), task_loop, parallel_tasks)
         return loss, acc, apply_if_finite(optimizer, loss, grads), metrics['class_acc']
 
     return step

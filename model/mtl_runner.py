@@ -239,7 +239,8 @@ class MtlRunner(Runner):
             spec = steps.episode_spec(cfg.metabatch, cfg.way * cfg.shot, cfg.way * cfg.query,
                                       self.dataset.image_shape)
             compiled = mtl.make_meta_train_step(self.model, self.optimizer, spec,
-                                                getattr(cfg, 'task_loop', 'while'))
+                                                getattr(cfg, 'task_loop', 'while'),
+                                                getattr(cfg, 'parallel_tasks', 1))
             sampler = self.sampler('train')
 
             def step(xs, ys, xq, yq, classes, i):

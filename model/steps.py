@@ -13,6 +13,7 @@ import tensorflow as tf
 from model import optim
 
 TASK_LOOPS = ('while', 'unrolled')
+PARALLEL_TASKS_DEFAULT = 1   # parallel_tasks when a caller passes None (benchmarks set it)
 
 
 def episode_spec(n_tasks, n_support, n_query, image_shape):
@@ -28,7 +29,8 @@ def check_task_loop(task_loop):
         raise ValueError(f'task_loop must be one of {", ".join(TASK_LOOPS)}, got {task_loop!r}')
 
 
-def metabatch_gradient(task_fn, n_tasks, variables, metric_names=(), task_loop='while'):
+def metabatch_gradient(task_fn, n_tasks, variables, metric_names=(), task_loop='while',
+                       parallel_tasks=None):
     """The mean over tasks t = 0..n_tasks-1 of task_fn(t) -> (loss, accuracy, {name: metric})
     and its gradient with respect to `variables`.
 
@@ -41,6 +43,8 @@ def metabatch_gradient(task_fn, n_tasks, variables, metric_names=(), task_loop='
     per-task gradients is the gradient of the mean loss, so the result is the unrolled
     one's up to float summation order. The graph no longer grows with the metabatch: a
     second-order MAML step traces and optimises a quarter of the ops at metabatch 4.
+    parallel_tasks: iterations of that loop TensorFlow may run at once (tasks in flight;
+    more overlap, more memory).
     task_loop 'unrolled': every task built in the graph, one tape over all of them."""
     check_task_loop(task_loop)
     metric_names = tuple(metric_names)
@@ -82,14 +86,14 @@ def metabatch_gradient(task_fn, n_tasks, variables, metric_names=(), task_loop='
         lambda t, *_: t < n_tasks, body,
         (tf.constant(0), tf.constant(0., dtype), [tf.zeros_like(v) for v in variables],
          array(tf.float32), [array() for _ in metric_names]),
-        parallel_iterations=1)
+        parallel_iterations=parallel_tasks or PARALLEL_TASKS_DEFAULT)
     grads = [None if none else s / n_tasks for s, none in zip(grad_sums, unconnected)]
     return (loss_sum / n_tasks, accs.stack(), grads,
             {k: m.stack() for k, m in zip(metric_names, metrics)})
 
 
 def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True, clip_norm=0.,
-                    strategy=None, update=None, task_loop='while'):
+                    strategy=None, update=None, task_loop='while', parallel_tasks=None):
     """(xs, ys, xq, yq) -> (mean query loss, per-task query accuracy [T], applied), plus
     a dict of the means of a method's named metrics when its task_loss returns them; updates
     the model's outer variables with the clipped meta-gradient (by value, then by global
@@ -110,9 +114,9 @@ def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True, cli
     named metric means) computes its tasks batched (LEO) instead of one by one. `update`
     (loss, grads) -> applied replaces the clipping, guard and optimiser step (LEO's).
 
-    task_loop: 'while' (one traced task in a tf.while_loop) or 'unrolled' (every task in
-    the graph), as in metabatch_gradient; a method whose task_loss returns named metrics
-    declares them in `task_metrics`. The step is traced without autograph: everything in
+    task_loop: 'while' (one traced task in a tf.while_loop, parallel_tasks of them in
+    flight) or 'unrolled' (every task in the graph), as in metabatch_gradient; a method
+    whose task_loss returns named metrics declares them in `task_metrics`. The step is traced without autograph: everything in
     it is plain TensorFlow (Python loops unroll, tf.while_loop where a loop must not)."""
     n_tasks = spec[0].shape[0]
     variables = model.outer_variables
@@ -127,7 +131,7 @@ def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True, cli
             return loss, acc, tape.gradient(loss, variables), extras
         loss, acc, grads, metrics = metabatch_gradient(
             lambda t: model.task_loss(xs[t], ys[t], xq[t], yq[t], training=True), n,
-            variables, metric_names, task_loop)
+            variables, metric_names, task_loop, parallel_tasks)
         # A method may also return named per-task metrics (TAML: cent, kl): their means.
         return loss, acc, grads, {k: tf.reduce_mean(v) for k, v in metrics.items()}
 

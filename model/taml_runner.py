@@ -114,7 +114,8 @@ class TamlRunner(Runner):
             self._train_step = steps.make_train_step(
                 self.model, self.optimizer, cfg.clip_value, spec, skip_nonfinite=True,
                 clip_norm=getattr(cfg, 'clip_norm', 0.), strategy=self.strategy,
-                task_loop=getattr(cfg, 'task_loop', 'while'))
+                task_loop=getattr(cfg, 'task_loop', 'while'),
+                parallel_tasks=getattr(cfg, 'parallel_tasks', 1))
         return self._train_step
 
     def eval_step_for(self, n_mc):

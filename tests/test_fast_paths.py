@@ -83,14 +83,14 @@ def metabatch(seed=0, tasks=T):
             rng.random((tasks, WAY * QUERY, *IMAGE), dtype=np.float32), yq)
 
 
-def gradient_by(model, loop, batch, metric_names=(), tasks=T, task_fn=None):
+def gradient_by(model, loop, batch, metric_names=(), tasks=T, task_fn=None, parallel_tasks=1):
     task_fn = task_fn or (lambda xs, ys, xq, yq: lambda t: model.task_loss(
         xs[t], ys[t], xq[t], yq[t], training=True))
 
     @tf.function(autograph=False)
     def run(xs, ys, xq, yq):
         return steps.metabatch_gradient(task_fn(xs, ys, xq, yq), tasks, model.outer_variables,
-                                        metric_names, loop)
+                                        metric_names, loop, parallel_tasks)
     return run(*batch)
 
 
@@ -100,9 +100,9 @@ def assert_same(a, b, what):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale, err_msg=what)
 
 
-def assert_paths_agree(model, metric_names=()):
+def assert_paths_agree(model, metric_names=(), parallel_tasks=1):
     batch = metabatch()
-    fast = gradient_by(model, 'while', batch, metric_names)
+    fast = gradient_by(model, 'while', batch, metric_names, parallel_tasks=parallel_tasks)
     plain = gradient_by(model, 'unrolled', batch, metric_names)
     assert_same(fast[0], plain[0], 'loss')
     assert_same(fast[1], plain[1], 'accuracies')
@@ -130,6 +130,10 @@ def assert_paths_agree(model, metric_names=()):
 ])
 def test_while_loop_over_tasks_gives_the_unrolled_meta_gradient(name, options):
     assert_paths_agree(small_model(name, **options))
+
+
+def test_tasks_in_flight_give_the_same_meta_gradient():
+    assert_paths_agree(small_model('maml'), parallel_tasks=T)
 
 
 def test_while_loop_over_tasks_metadrop_with_fixed_noise():

@@ -98,3 +98,35 @@ def test_mtl_end_to_end(tmp_path, capsys):
     assert len(ours['window_rates']) == 2
     assert all(math.isfinite(r) and r > 0 for r in ours['window_rates'])
     assert ours['peak_rss_mb'] > 100   # TensorFlow alone takes more
+
+
+def test_task_loop_and_batch_norm_options_reach_the_worker(fake_worker, capsys):
+    throughput.main(['--configs', 'omni20_1shot', '--no_reference', '--task_loop', 'unrolled',
+                     '--batch_norm', 'plain'])
+    (name, args), = fake_worker
+    assert (name, args.task_loop, args.batch_norm) == ('omni20_1shot', 'unrolled', 'plain')
+    assert '| omni20_1shot | maml (unrolled) (plain BN) |' in capsys.readouterr().out
+    fake_worker.clear()
+    throughput.main(['--configs', 'omni20_1shot', '--no_reference'])
+    assert (fake_worker[0][1].task_loop, fake_worker[0][1].batch_norm) == ('while', 'fused')
+    assert '| omni20_1shot | maml |' in capsys.readouterr().out
+    assert 'maml_tiny' not in throughput.CONFIGS
+
+
+@pytest.mark.slow
+def test_profile_step_end_to_end(capsys):
+    """benchmarks/profile_step.py on the toy MAML configuration: the first-step split, the
+    tracing table and the TF profiler's op table (real op types with positive times)."""
+    from benchmarks import profile_step
+    assert profile_step.main(['--config', 'maml_tiny', '--steps', '1', '--warmup', '0',
+                              '--top', '5']) == 0
+    out = capsys.readouterr().out
+    head = next(l for l in out.splitlines() if l.startswith('maml_tiny maml task_loop=while'))
+    total, trace, first = (float(x) for x in
+                           __import__('re').findall(r'([\d.]+) s', head)[:3])
+    assert total == pytest.approx(trace + first, abs=0.11) and trace > 0 and first > 0
+    ops = out.split('top 5 op types')[1].strip().splitlines()[1:]
+    assert len(ops) == 5
+    ms = [float(l.split('|')[0]) for l in ops]
+    assert all(m > 0 for m in ms) and ms == sorted(ms, reverse=True)
+    assert any('Conv2D' in l for l in ops)
