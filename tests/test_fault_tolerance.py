@@ -211,7 +211,10 @@ def test_a_non_finite_step_changes_neither_weights_nor_adam_state(tmp_path):
         bad = ep._replace(xs=ep.xs.copy())
         bad.xs[1, 0, 3, 3, 0] = poison
         loss, _, applied = r.train_step(*bad)
-        assert not bool(applied) and not np.isfinite(float(loss))
+        # Skipped. The loss itself may stay finite (a NaN does not always propagate through
+        # oneDNN's kernels, and ReLU's gradient is 0 at a NaN); the meta-gradient is not,
+        # and the guard checks both.
+        assert not bool(applied)
         assert_same_state(before, state(r))
     loss, _, applied = r.train_step(*ep)
     assert bool(applied) and np.isfinite(float(loss))
