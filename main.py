@@ -363,8 +363,8 @@ flags.DEFINE_integer('n_adv_episodes', 100, 'adv_test: meta-test episodes attack
                      'first ones meta_test runs, same seed and metabatch).')
 
 POSITIVE_INTS = ('way', 'shot', 'query', 'metabatch', 'n_steps', 'n_test_mc_samp',
-                 'parallel_tasks', 'save_freq', 'n_test_iters', 'print_freq', 'val_freq', 'n_val_batches',
-                 'max_to_keep', 'max_bad_steps', 'max_shot', 'balance_freq')
+                 'parallel_tasks', 'save_freq', 'n_test_iters', 'print_freq', 'val_freq',
+                 'n_val_batches', 'max_to_keep', 'max_bad_steps', 'max_shot', 'balance_freq')
 OPTIONAL_POSITIVE_INTS = ('n_channel', 'image_size')   # None: the default
 POSITIVE_FLOATS = ('meta_lr', 'inner_lr')
 NON_NEGATIVE_FLOATS = ('time_budget', 'inner_momentum', 'inner_weight_decay', 'momentum', 'weight_decay',

@@ -102,7 +102,8 @@ def peak_rss_mb():
 
 # ---- our side (runs in a worker process) ------------------------------------------------
 def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1, warmup=2,
-           task_loop='while'):
+           task_loop='while', parallel_tasks=1):
+    loop = dict(task_loop=task_loop, parallel_tasks=parallel_tasks)
     c = ALL_CONFIGS[name]
     if is_leo(c):
         return leo_worker(name, model_name, windows, window_steps, test_batches)
@@ -110,19 +111,19 @@ def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1, 
         raise SystemExit(f'{name} is not a LEO configuration; LEO runs leo_* configurations')
     if is_mtl(c):
         return mtl_worker(name, model_name, windows, window_steps, test_batches, warmup,
-                          task_loop)
+                          **loop)
     if model_name == 'mtl':
         raise SystemExit(f'{name} is not an MTL configuration; MTL runs mtl_* configurations')
     if 'max_shot' in c:
         return taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples,
-                           task_loop)
+                           **loop)
     model_name, train_step, eval_step, batches = maml_family_steps(name, model_name,
-                                                                   mc_samples, task_loop)
+                                                                   mc_samples, **loop)
     return dict(config=name, model=model_name, **time_steps(train_step, eval_step, batches,
                                                             windows, window_steps, test_batches))
 
 
-def maml_family_steps(name, model_name, mc_samples=1, task_loop='while'):
+def maml_family_steps(name, model_name, mc_samples=1, task_loop='while', parallel_tasks=1):
     """(model name, compiled train step, eval step, 4 random metabatches) of a MAML-family
     configuration, built as main.py builds them (model/steps.py, Adam, clipping at 3)."""
     import types
@@ -146,7 +147,7 @@ def maml_family_steps(name, model_name, mc_samples=1, task_loop='while'):
     T, ns, nq = c['metabatch'], c['way'] * c['shot'], c['way'] * c['query']
     train_step = steps.make_train_step(model, opt, 3.0,
                                        steps.episode_spec(T, ns, nq, c['image']),
-                                       task_loop=task_loop)
+                                       task_loop=task_loop, parallel_tasks=parallel_tasks)
     eval_step = steps.make_eval_step(model, steps.episode_spec(None, None, None, c['image']))
     rng = np.random.default_rng(0)
     ys = np.tile(np.repeat(np.arange(c['way']), c['shot']), (T, 1)).astype(np.int32)
@@ -187,7 +188,7 @@ def time_steps(train_step, eval_step, batches, windows, window_steps, test_batch
 
 
 def taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples,
-                task_loop='while'):
+                task_loop='while', parallel_tasks=1):
     """A TAML configuration: the runner's compiled steps (support length free) on imbalanced
     padded metabatches of random images drawn by the ImbalancedSampler."""
     import types
@@ -213,7 +214,7 @@ def taml_worker(name, model_name, windows, window_steps, test_batches, mc_sample
     T, nq = c['metabatch'], c['way'] * c['query']
     train_step = steps.make_train_step(model, opt, 3.0,
                                        steps.episode_spec(T, None, nq, c['image']),
-                                       task_loop=task_loop)
+                                       task_loop=task_loop, parallel_tasks=parallel_tasks)
 
     @tf.function(input_signature=steps.episode_spec(None, None, None, c['image']))
     def eval_step(xs, ys, xq, yq):
@@ -275,7 +276,7 @@ def leo_worker(name, model_name, windows, window_steps, test_batches):
 
 
 def mtl_worker(name, model_name, windows, window_steps, test_batches, warmup,
-               task_loop='while'):
+               task_loop='while', parallel_tasks=1):
     """An MTL configuration: the runner's compiled meta-train step (T tasks of n_steps
     second-order FC steps, Adam on the scales, shifts and FC, NaN guard) and its meta-test
     step (n_test_steps in a tf.while_loop on the flip-doubled support set), on random
@@ -295,7 +296,8 @@ def mtl_worker(name, model_name, windows, window_steps, test_batches, warmup,
     opt = optim.Adam(model.outer_variables, 1e-3)
     T, ns = c['metabatch'], c['way'] * c['shot']
     train_step = mtl.make_meta_train_step(
-        model, opt, steps.episode_spec(T, ns, c['way'] * c['query'], c['image']), task_loop)
+        model, opt, steps.episode_spec(T, ns, c['way'] * c['query'], c['image']), task_loop,
+        parallel_tasks)
     eval_step = mtl.make_eval_step(model, steps.episode_spec(None, None, None, c['image']),
                                    c['n_test_steps'], True)
     rng = np.random.default_rng(0)
@@ -435,13 +437,12 @@ def main(argv=None):
 
     if args.worker:
         __import__('main')  # TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
-        from model import nets, steps
+        from model import nets
         nets.FUSED_BATCH_NORM = args.batch_norm == 'fused'
-        steps.PARALLEL_TASKS_DEFAULT = args.parallel_tasks
         print('RESULT ' + json.dumps(worker(args.worker, args.model, args.windows,
                                             args.window_steps, args.test_batches,
                                             args.mc_samples, args.warmup,
-                                            args.task_loop)))
+                                            args.task_loop, args.parallel_tasks)))
         return 0
 
     names = [n.strip() for n in args.configs.split(',') if n.strip()]

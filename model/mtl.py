@@ -385,7 +385,7 @@ def apply_if_finite(optimizer, loss, grads):
     return tf.cond(finite, update, lambda: tf.constant(False))
 
 
-def make_meta_train_step(model, optimizer, spec, task_loop='while', parallel_tasks=None):
+def make_meta_train_step(model, optimizer, spec, task_loop='while', parallel_tasks=1):
     """(xs, ys, xq, yq) -> (metabatch loss, per-task accuracy [T], applied, per-class query
     accuracy [T, way]): the original's step (mean over tasks of the per-task loss, Adam on
     SS and FC, no clipping); skipped, weights and Adam state untouched, when the loss or a

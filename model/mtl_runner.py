@@ -239,8 +239,7 @@ class MtlRunner(Runner):
             spec = steps.episode_spec(cfg.metabatch, cfg.way * cfg.shot, cfg.way * cfg.query,
                                       self.dataset.image_shape)
             compiled = mtl.make_meta_train_step(self.model, self.optimizer, spec,
-                                                getattr(cfg, 'task_loop', 'while'),
-                                                getattr(cfg, 'parallel_tasks', 1))
+                                                **self.task_loop_options())
             sampler = self.sampler('train')
 
             def step(xs, ys, xq, yq, classes, i):

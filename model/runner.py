@@ -546,12 +546,22 @@ class Runner:
             cfg = self.cfg
             spec = steps.episode_spec(cfg.metabatch, cfg.way * cfg.shot, cfg.way * cfg.query,
                                       self.dataset.image_shape)
-            self._train_step = steps.make_train_step(
-                self.model, self.optimizer, cfg.clip_value, spec, skip_nonfinite=True,
-                clip_norm=getattr(cfg, 'clip_norm', 0.), strategy=self.strategy,
-                task_loop=getattr(cfg, 'task_loop', 'while'),
-                parallel_tasks=getattr(cfg, 'parallel_tasks', 1))
+            self._train_step = self.compile_train_step(spec)
         return self._train_step
+
+    def task_loop_options(self):
+        """--task_loop and --parallel_tasks, as the compiled meta-train steps take them."""
+        return dict(task_loop=getattr(self.cfg, 'task_loop', 'while'),
+                    parallel_tasks=getattr(self.cfg, 'parallel_tasks', 1))
+
+    def compile_train_step(self, spec):
+        """The shared compiled meta-train step (model/steps.py) for episodes of `spec`, with
+        the run's clipping, NaN guard, strategy and task-loop options."""
+        cfg = self.cfg
+        return steps.make_train_step(
+            self.model, self.optimizer, cfg.clip_value, spec, skip_nonfinite=True,
+            clip_norm=getattr(cfg, 'clip_norm', 0.), strategy=self.strategy,
+            **self.task_loop_options())
 
     @property
     def eval_step(self):

@@ -13,7 +13,6 @@ import tensorflow as tf
 from model import optim
 
 TASK_LOOPS = ('while', 'unrolled')
-PARALLEL_TASKS_DEFAULT = 1   # parallel_tasks when a caller passes None (benchmarks set it)
 
 
 def episode_spec(n_tasks, n_support, n_query, image_shape):
@@ -30,7 +29,7 @@ def check_task_loop(task_loop):
 
 
 def metabatch_gradient(task_fn, n_tasks, variables, metric_names=(), task_loop='while',
-                       parallel_tasks=None):
+                       parallel_tasks=1):
     """The mean over tasks t = 0..n_tasks-1 of task_fn(t) -> (loss, accuracy, {name: metric})
     and its gradient with respect to `variables`.
 
@@ -86,14 +85,14 @@ def metabatch_gradient(task_fn, n_tasks, variables, metric_names=(), task_loop='
         lambda t, *_: t < n_tasks, body,
         (tf.constant(0), tf.constant(0., dtype), [tf.zeros_like(v) for v in variables],
          array(tf.float32), [array() for _ in metric_names]),
-        parallel_iterations=parallel_tasks or PARALLEL_TASKS_DEFAULT)
+        parallel_iterations=parallel_tasks)
     grads = [None if none else s / n_tasks for s, none in zip(grad_sums, unconnected)]
     return (loss_sum / n_tasks, accs.stack(), grads,
             {k: m.stack() for k, m in zip(metric_names, metrics)})
 
 
 def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True, clip_norm=0.,
-                    strategy=None, update=None, task_loop='while', parallel_tasks=None):
+                    strategy=None, update=None, task_loop='while', parallel_tasks=1):
     """(xs, ys, xq, yq) -> (mean query loss, per-task query accuracy [T], applied), plus
     a dict of the means of a method's named metrics when its task_loss returns them; updates
     the model's outer variables with the clipped meta-gradient (by value, then by global
@@ -116,8 +115,9 @@ def make_train_step(model, optimizer, clip_value, spec, skip_nonfinite=True, cli
 
     task_loop: 'while' (one traced task in a tf.while_loop, parallel_tasks of them in
     flight) or 'unrolled' (every task in the graph), as in metabatch_gradient; a method
-    whose task_loss returns named metrics declares them in `task_metrics`. The step is traced without autograph: everything in
-    it is plain TensorFlow (Python loops unroll, tf.while_loop where a loop must not)."""
+    whose task_loss returns named metrics declares them in `task_metrics`. The step is
+    traced without autograph: everything in it is plain TensorFlow (Python loops unroll,
+    tf.while_loop where a loop must not)."""
     n_tasks = spec[0].shape[0]
     variables = model.outer_variables
 

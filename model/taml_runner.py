@@ -111,11 +111,7 @@ class TamlRunner(Runner):
             cfg = self.cfg
             spec = steps.episode_spec(cfg.metabatch, None, cfg.way * cfg.query,
                                       self.dataset.image_shape)
-            self._train_step = steps.make_train_step(
-                self.model, self.optimizer, cfg.clip_value, spec, skip_nonfinite=True,
-                clip_norm=getattr(cfg, 'clip_norm', 0.), strategy=self.strategy,
-                task_loop=getattr(cfg, 'task_loop', 'while'),
-                parallel_tasks=getattr(cfg, 'parallel_tasks', 1))
+            self._train_step = self.compile_train_step(spec)
         return self._train_step
 
     def eval_step_for(self, n_mc):
