@@ -1,0 +1,176 @@
+"""Stand-ins, with TF 1.x semantics, for the few TF 1.x names the originals call that TF 2.x lost.
+
+The originals' ``import tensorflow as tf`` gets a :class:`TF1Namespace`: ``tf.compat.v1`` for every
+name TF 2.x still has, and these for the rest. Each reproduces the TF 1.15 function of the same
+name at the arguments the originals pass (stated per function); anything else raises, so a silent
+difference cannot hide behind a stand-in. tests/golden/test_tf1_standins.py checks them against
+closed forms.
+"""
+import types
+
+import numpy as np
+import tensorflow as tf
+
+v1 = tf.compat.v1
+
+
+def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, activation_fn=None,
+               is_training=True, reuse=None, scope=None, fused=None, **unsupported):
+    """tf.contrib.layers.batch_norm (TF 1.15) in training mode.
+
+    Variables under ``scope`` (default 'BatchNorm'): ``beta`` (zeros) when center, ``gamma`` (ones)
+    when scale, and non-trainable ``moving_mean`` / ``moving_variance`` (zeros / ones) in the global
+    and moving-average collections. With is_training=True it normalises with the batch statistics
+    over every axis but the last (biased variance), as contrib did; its moving-average updates go to
+    UPDATE_OPS, which none of the originals run, so they are not built here. contrib's default
+    fused=None takes the fused kernel for 4-D NHWC inputs (FusedBatchNormV3 in TF 2.x, whose
+    first and second derivatives are TensorFlow's registered ones, as in TF 1.x) and the
+    nn.moments arithmetic otherwise; ``fused`` chooses explicitly. Then ``activation_fn``.
+    """
+    if unsupported:
+        raise NotImplementedError(f'batch_norm stand-in: unsupported arguments {sorted(unsupported)}')
+    if not is_training:
+        raise NotImplementedError('batch_norm stand-in: only is_training=True (what the originals use)')
+    inputs = tf.convert_to_tensor(inputs)
+    channels = inputs.shape[-1]
+    dtype = inputs.dtype.base_dtype
+    with v1.variable_scope(scope, 'BatchNorm', [inputs], reuse=reuse):
+        beta = (v1.get_variable('beta', [channels], dtype, v1.zeros_initializer(), trainable=True)
+                if center else None)
+        gamma = (v1.get_variable('gamma', [channels], dtype, v1.ones_initializer(), trainable=True)
+                 if scale else None)
+        moving = [v1.GraphKeys.GLOBAL_VARIABLES, v1.GraphKeys.MOVING_AVERAGE_VARIABLES]
+        v1.get_variable('moving_mean', [channels], dtype, v1.zeros_initializer(), trainable=False,
+                        collections=moving)
+        v1.get_variable('moving_variance', [channels], dtype, v1.ones_initializer(),
+                        trainable=False, collections=moving)
+        use_fused = (inputs.shape.rank == 4) if fused is None else fused
+        if use_fused:
+            ones = tf.ones([channels], dtype)
+            outputs, _, _ = v1.nn.fused_batch_norm(
+                inputs, ones if gamma is None else gamma,
+                tf.zeros([channels], dtype) if beta is None else beta,
+                epsilon=epsilon, is_training=True)
+        else:
+            axes = list(range(inputs.shape.rank - 1))
+            mean, variance = tf.nn.moments(inputs, axes)
+            outputs = tf.nn.batch_normalization(inputs, mean, variance, beta, gamma, epsilon)
+        if activation_fn is not None:
+            outputs = activation_fn(outputs)
+    return outputs
+
+
+def flatten(inputs, name=None):
+    """tf.layers.flatten: [batch, ...] -> [batch, prod(...)], the batch size kept dynamic."""
+    inputs = tf.convert_to_tensor(inputs)
+    return tf.reshape(inputs, [tf.shape(inputs)[0], int(np.prod(inputs.shape[1:]))], name=name)
+
+
+def _layer_scope(name, default, reuse):
+    return v1.variable_scope(name, default_name=None if name else default, reuse=reuse)
+
+
+def dense(inputs, units, activation=None, use_bias=True, kernel_initializer=None,
+          bias_initializer=v1.zeros_initializer(), name=None, reuse=None):
+    """tf.layers.dense for 2-D inputs: variables ``<name>/kernel`` [in, units], ``<name>/bias``."""
+    inputs = tf.convert_to_tensor(inputs)
+    if inputs.shape.rank != 2:
+        raise NotImplementedError('dense stand-in: 2-D inputs only (what the originals pass)')
+    with _layer_scope(name, 'dense', reuse):
+        kernel = v1.get_variable('kernel', [inputs.shape[-1], units], inputs.dtype,
+                                 kernel_initializer or v1.glorot_uniform_initializer())
+        outputs = tf.matmul(inputs, kernel)
+        if use_bias:
+            outputs += v1.get_variable('bias', [units], inputs.dtype, bias_initializer)
+    return activation(outputs) if activation is not None else outputs
+
+
+def conv2d(inputs, filters, kernel_size, strides=(1, 1), padding='valid', activation=None,
+           use_bias=True, kernel_initializer=None, bias_initializer=v1.zeros_initializer(),
+           name=None, reuse=None):
+    """tf.layers.conv2d, NHWC: variables ``<name>/kernel`` [kh, kw, in, filters], ``<name>/bias``."""
+    inputs = tf.convert_to_tensor(inputs)
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    sh, sw = (strides, strides) if isinstance(strides, int) else strides
+    with _layer_scope(name, 'conv2d', reuse):
+        kernel = v1.get_variable('kernel', [kh, kw, inputs.shape[-1], filters], inputs.dtype,
+                                 kernel_initializer or v1.glorot_uniform_initializer())
+        outputs = tf.nn.conv2d(inputs, kernel, [1, sh, sw, 1], padding.upper())
+        if use_bias:
+            outputs += v1.get_variable('bias', [filters], inputs.dtype, bias_initializer)
+    return activation(outputs) if activation is not None else outputs
+
+
+def max_pooling2d(inputs, pool_size, strides, padding='valid', name=None):
+    """tf.layers.max_pooling2d, NHWC (no variables)."""
+    ph, pw = (pool_size, pool_size) if isinstance(pool_size, int) else pool_size
+    sh, sw = (strides, strides) if isinstance(strides, int) else strides
+    return tf.nn.max_pool2d(inputs, [ph, pw], [sh, sw], padding.upper(), name=name)
+
+
+def layer_norm(*args, **kwargs):
+    raise NotImplementedError('layer_norm stand-in: no golden test uses the layer-norm option')
+
+
+def xavier_initializer(uniform=True, seed=None, dtype=tf.float32):
+    """tf.contrib.layers.xavier_initializer: Glorot (fan_avg), uniform or truncated normal."""
+    return v1.variance_scaling_initializer(
+        1.0, 'fan_avg', 'uniform' if uniform else 'truncated_normal', seed=seed, dtype=dtype)
+
+
+def l2_regularizer(scale, scope=None):
+    """tf.contrib.layers.l2_regularizer: scale * sum(w^2) / 2."""
+    def regularizer(weights):
+        return tf.multiply(tf.cast(scale, weights.dtype.base_dtype), tf.nn.l2_loss(weights),
+                           name=scope or 'l2_regularizer')
+    return regularizer
+
+
+def accuracy(predictions, labels, weights=None, name=None):
+    """tf.contrib.metrics.accuracy: mean of predictions == labels, as float32."""
+    if weights is not None:
+        raise NotImplementedError('accuracy stand-in: unweighted only')
+    return tf.reduce_mean(tf.cast(tf.equal(predictions, labels), tf.float32), name=name)
+
+
+contrib_layers = types.SimpleNamespace(
+    batch_norm=batch_norm, layer_norm=layer_norm, xavier_initializer=xavier_initializer,
+    xavier_initializer_conv2d=xavier_initializer, l2_regularizer=l2_regularizer, flatten=flatten)
+contrib = types.SimpleNamespace(layers=contrib_layers,
+                                metrics=types.SimpleNamespace(accuracy=accuracy))
+layers = types.SimpleNamespace(flatten=flatten, dense=dense, conv2d=conv2d,
+                               max_pooling2d=max_pooling2d)
+
+
+class TF1Namespace(types.ModuleType):
+    """What ``import tensorflow as tf`` gives an original: tf.compat.v1 plus the stand-ins."""
+
+    def __init__(self):
+        super().__init__('tensorflow')
+        self.contrib = contrib
+        self.layers = layers
+        self.__path__ = []  # a package, so 'tensorflow.python...' submodules resolve via sys.modules
+
+    def __getattr__(self, name):
+        return getattr(v1, name)
+
+
+def tensorflow_modules():
+    """sys.modules entries answering an original's TensorFlow imports while its files execute."""
+    namespace = TF1Namespace()
+    contrib_module = types.ModuleType('tensorflow.contrib')
+    contrib_module.__dict__.update(vars(contrib))
+    contrib_module.__path__ = []
+    layers_package = types.ModuleType('tensorflow.contrib.layers')
+    layers_package.__dict__.update(vars(contrib_layers))
+    layers_package.__path__ = []
+    python_package = types.ModuleType('tensorflow.contrib.layers.python')
+    python_package.layers = layers_package  # `from tensorflow.contrib.layers.python import layers`
+    python_package.__path__ = []
+    entries = {'tensorflow': namespace, 'tensorflow.contrib': contrib_module,
+               'tensorflow.contrib.layers': layers_package,
+               'tensorflow.contrib.layers.python': python_package,
+               'tensorflow.contrib.layers.python.layers': layers_package}
+    # Every other 'tensorflow.*' module (tensorflow.python.platform.flags, ...) stays TensorFlow's
+    # own: it is already in sys.modules, so the import system never asks the namespace for it.
+    return entries
