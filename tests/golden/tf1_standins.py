@@ -23,9 +23,12 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
     and moving-average collections. With is_training=True it normalises with the batch statistics
     over every axis but the last (biased variance), as contrib did; its moving-average updates go to
     UPDATE_OPS, which none of the originals run, so they are not built here. contrib's default
-    fused=None takes the fused kernel for 4-D NHWC inputs (FusedBatchNormV3 in TF 2.x, whose
-    first and second derivatives are TensorFlow's registered ones, as in TF 1.x) and the
-    nn.moments arithmetic otherwise; ``fused`` chooses explicitly. Then ``activation_fn``.
+    fused=None took the fused kernel for 2-D and 4-D inputs; so does this stand-in in float32
+    (FusedBatchNormV3 in TF 2.x, whose first and second derivatives are TensorFlow's registered
+    ones, as in TF 1.x). That kernel has no float64 form, so in float64 (where golden tests compare
+    to 1e-9) the same function is computed directly: mean, then the mean squared deviation from
+    it. Not tf.nn.moments, whose stop_gradient on the mean inside the variance drops a
+    second-derivative term the fused kernel keeps. Then ``activation_fn``.
     """
     if unsupported:
         raise NotImplementedError(f'batch_norm stand-in: unsupported arguments {sorted(unsupported)}')
@@ -34,27 +37,28 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
     inputs = tf.convert_to_tensor(inputs)
     channels = inputs.shape[-1]
     dtype = inputs.dtype.base_dtype
+    rank = inputs.shape.rank
     with v1.variable_scope(scope, 'BatchNorm', [inputs], reuse=reuse):
         beta = (v1.get_variable('beta', [channels], dtype, v1.zeros_initializer(), trainable=True)
-                if center else None)
+                if center else tf.zeros([channels], dtype))
         gamma = (v1.get_variable('gamma', [channels], dtype, v1.ones_initializer(), trainable=True)
-                 if scale else None)
+                 if scale else tf.ones([channels], dtype))
         moving = [v1.GraphKeys.GLOBAL_VARIABLES, v1.GraphKeys.MOVING_AVERAGE_VARIABLES]
         v1.get_variable('moving_mean', [channels], dtype, v1.zeros_initializer(), trainable=False,
                         collections=moving)
         v1.get_variable('moving_variance', [channels], dtype, v1.ones_initializer(),
                         trainable=False, collections=moving)
-        use_fused = (inputs.shape.rank == 4) if fused is None else fused
-        if use_fused:
-            ones = tf.ones([channels], dtype)
-            outputs, _, _ = v1.nn.fused_batch_norm(
-                inputs, ones if gamma is None else gamma,
-                tf.zeros([channels], dtype) if beta is None else beta,
-                epsilon=epsilon, is_training=True)
+        fusable = rank in (2, 4) and dtype in (tf.float16, tf.bfloat16, tf.float32)
+        if (fused is None or fused) and fusable:
+            as_4d = inputs if rank == 4 else tf.reshape(inputs, [-1, 1, 1, channels])
+            outputs, _, _ = v1.nn.fused_batch_norm(as_4d, gamma, beta, epsilon=epsilon,
+                                                   is_training=True)
+            outputs = tf.reshape(outputs, tf.shape(inputs)) if rank != 4 else outputs
         else:
-            axes = list(range(inputs.shape.rank - 1))
-            mean, variance = tf.nn.moments(inputs, axes)
-            outputs = tf.nn.batch_normalization(inputs, mean, variance, beta, gamma, epsilon)
+            axes = list(range(rank - 1))
+            mean = tf.reduce_mean(inputs, axes)
+            variance = tf.reduce_mean(tf.square(inputs - mean), axes)
+            outputs = (inputs - mean) * tf.math.rsqrt(variance + epsilon) * gamma + beta
         if activation_fn is not None:
             outputs = activation_fn(outputs)
     return outputs
