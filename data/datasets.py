@@ -84,11 +84,21 @@ _READERS = {
 KNOWN_DATASETS = tuple(_READERS)
 
 
-def load_dataset(name, data_root='./data', **options) -> FewShotDataset:
+_SHOW_PROGRESS = [True]
+
+
+def show_progress():
+    """Whether a reader draws progress bars while it decodes or caches a dataset (False
+    inside load_dataset(..., progress=False), main.py's --noprogress)."""
+    return _SHOW_PROGRESS[0]
+
+
+def load_dataset(name, data_root='./data', progress=True, **options) -> FewShotDataset:
     """Loads dataset `name` from `data_root` (files of dataset X under <data_root>/X/).
 
     Options are passed to the reader; an option the reader does not know raises DatasetError
     listing the ones it accepts (so a typo never silently falls back to a default).
+    progress=False silences the readers' progress bars.
     """
     if name not in _READERS:
         raise DatasetError(f'unknown dataset {name!r}; known datasets: {", ".join(KNOWN_DATASETS)}')
@@ -99,4 +109,8 @@ def load_dataset(name, data_root='./data', **options) -> FewShotDataset:
     if unknown:
         raise DatasetError(f'unknown option(s) {", ".join(unknown)} for dataset {name!r}; '
                            f'it accepts: {", ".join(accepted)}')
-    return loader(data_root, **options)
+    previous, _SHOW_PROGRESS[0] = _SHOW_PROGRESS[0], bool(progress)
+    try:
+        return loader(data_root, **options)
+    finally:
+        _SHOW_PROGRESS[0] = previous

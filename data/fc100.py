@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset
+from .datasets import DatasetError, FewShotDataset, show_progress
 from .mimgnet import _atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -437,7 +437,7 @@ def load(data_root='./data') -> FewShotDataset:
     """Reads FC100 from <data_root>/fc100/{train,val,test}/<class>/<image> (see the module docstring)."""
     from .perclass import split_summary
     directory = Path(data_root) / NAME
-    splits = _splits(directory, data_root)
+    splits = _splits(directory, data_root, progress=show_progress())
     tr, va, te = (splits[s][0] for s in SPLITS)
     standard = all(tuple(sorted(splits[s][0].class_name(c) for c in range(splits[s][0].n_classes)))
                    == CLASS_NAMES[s] for s in SPLITS)

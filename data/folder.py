@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset
+from .datasets import DatasetError, FewShotDataset, show_progress
 from .episodes import ClassSplit
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
@@ -55,7 +55,8 @@ def _read_classes(class_dirs, size, channels, what):
     files = [_class_files(d) for d in class_dirs]
     mode = 'L' if channels == 1 else 'RGB'
     classes = []
-    with tqdm(total=sum(map(len, files)), desc=f'reading {what}', unit='img') as bar:
+    with tqdm(total=sum(map(len, files)), desc=f'reading {what}', unit='img',
+              disable=not show_progress()) as bar:
         for paths in files:
             arr = np.empty((len(paths), size, size, channels), dtype=np.uint8)
             for i, p in enumerate(paths):

@@ -55,7 +55,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset, open_npy_memmap
+from .datasets import DatasetError, FewShotDataset, open_npy_memmap, show_progress
 from .episodes import ClassSplit
 
 log = logging.getLogger(__name__)
@@ -361,7 +361,8 @@ def _decode_split(mimgnet_dir: Path, src: _Source, images_dir: Path, write: bool
         else:
             arr = np.empty(shape, dtype=np.uint8)
         k = 0
-        with tqdm(total=shape[0], desc=f'decoding {label} {src.which}', unit='img') as bar:
+        with tqdm(total=shape[0], desc=f'decoding {label} {src.which}', unit='img',
+                  disable=not show_progress()) as bar:
             for _, files in classes:     # class by class, straight into the (memory-mapped) array
                 for p in files:
                     arr[k] = _decode(p)

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset, open_npy_memmap
+from .datasets import DatasetError, FewShotDataset, open_npy_memmap, show_progress
 from .episodes import ClassSplit
 
 IMAGE_SIZE = 28
@@ -143,7 +143,8 @@ def decode_characters(sources, family) -> Characters:
     images = np.empty((len(keys), IMAGES_PER_CHARACTER, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
     open_zips = {}
     try:
-        with tqdm(total=len(keys) * IMAGES_PER_CHARACTER, desc='decoding Omniglot', unit='img') as bar:
+        with tqdm(total=len(keys) * IMAGES_PER_CHARACTER, desc='decoding Omniglot', unit='img',
+                  disable=not show_progress()) as bar:
             for i, key in enumerate(keys):
                 src, files = chosen[key]
                 for j, (_, member) in enumerate(files):

@@ -79,7 +79,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset, open_npy_memmap
+from .datasets import DatasetError, FewShotDataset, open_npy_memmap, show_progress
 from .episodes import ClassSplit
 from .mimgnet import (_check_disjoint, _current_cache, _decode_now, _folder_source, _open_cache as
                       _open_folder_cache, _stat_signature, _to_split, _writable)
@@ -653,7 +653,7 @@ def load(data_root='./data', tiered_dir=None) -> FewShotDataset:
     for which in SPLITS:
         cache = plan[which]
         if cache is None:
-            cache = _build(d, which)
+            cache = _build(d, which, show_progress())
             built.append(which)
         splits[which] = _split(cache, which)
     standard = _report_class_counts(d, {w: splits[w].n_classes for w in SPLITS})
