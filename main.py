@@ -3,6 +3,7 @@
 Flag names and defaults are the originals' (metadrop main.py for the MAML family); every
 flag is listed with its help by `python main.py --helpfull`.
 """
+import json
 import math
 import os
 import sys
@@ -130,6 +131,12 @@ flags.DEFINE_float('time_budget', 0., 'meta_train / pretrain: stop after the fir
 flags.DEFINE_integer('max_bad_steps', 10, 'Stop meta_train after this many consecutive '
                      'steps with a non-finite loss or meta-gradient (each such step is '
                      'skipped without touching the weights, and logged).')
+flags.DEFINE_boolean('skip_nonfinite_steps', True, 'Skip a meta-train step whose loss or '
+                     'meta-gradient is not finite (weights and optimiser state untouched, '
+                     'logged, --max_bad_steps of them in a row stop the run). '
+                     '--noskip_nonfinite_steps applies every step as the originals did, a '
+                     'NaN then reaching the weights: for an exact original run. MAML family '
+                     'and TAML (LEO keeps its original\'s guard, see --original_nan_guard).')
 # --- PyTorch-MAML's extras (fidelity sheet section 10); the defaults keep the originals ---
 flags.DEFINE_enum('bn_mode', 'transductive', list(BN_MODES), 'Batch-norm statistics of the '
                   'query forward: transductive = the query batch\'s own (the originals); '
@@ -430,7 +437,8 @@ def validate(cfg):
         errors.append(f'--maml turns --model metadrop back into MAML; it does not apply to '
                       f'--model {cfg.model}')
     if cfg.dataset not in DATASETS:
-        errors.append(f'--dataset {cfg.dataset!r} is not one of {", ".join(DATASETS)}')
+        which = 'id_dataset' if cfg.model == 'taml' and cfg.id_dataset else 'dataset'
+        errors.append(f'--{which} {cfg.dataset!r} is not one of {", ".join(DATASETS)}')
     for n in POSITIVE_INTS:
         if getattr(cfg, n) < 1:
             errors.append(f'--{n} must be a positive integer, got {getattr(cfg, n)}')
@@ -455,13 +463,43 @@ def validate(cfg):
         errors.append(f'--n_test_steps must be >= 0, got {cfg.n_test_steps}')
     if not cfg.savedir:
         errors.append('--savedir is required (the folder for checkpoints and logs)')
+    for n in ('seed', 'data_seed'):   # numpy's generators take non-negative seeds only
+        if getattr(cfg, n) < 0:
+            errors.append(f'--{n} must be >= 0, got {getattr(cfg, n)}')
     errors += validate_extras(cfg)
     errors += validate_taml(cfg)
     errors += validate_leo(cfg)
     errors += validate_mtl(cfg)
     errors += validate_adversarial(cfg)
+    errors += validate_numbers(cfg, errors)
     if errors:
         raise app.UsageError('; '.join(errors))
+
+
+INT32_MAX = 2 ** 31 - 1
+
+
+def validate_numbers(cfg, errors):
+    """What holds for every number flag, whatever its meaning (checked last, for the flags
+    no other message names): integers fit TensorFlow's 32-bit shapes and counts, floats are
+    finite (absl parses nan and inf)."""
+    named = ' '.join(errors) + ' '
+    more = []
+    for name in sorted(vars(cfg)):
+        value = getattr(cfg, name)
+        if value is None or isinstance(value, bool) or name not in FLAGS or \
+                f'--{name} ' in named:
+            continue
+        kind = FLAGS[name].flag_type()
+        if kind == 'int' and not -INT32_MAX - 1 <= value <= INT32_MAX:
+            more.append(f'--{name} must be within +-{INT32_MAX} (TensorFlow\'s shapes and '
+                        f'counts are 32-bit), got {value}')
+        elif kind == 'float' and not math.isfinite(value):
+            more.append(f'--{name} must be finite, got {value}')
+    return more
+
+
+MAX_CPU_DEVICES = 64
 
 
 def validate_extras(cfg):
@@ -498,6 +536,11 @@ def validate_extras(cfg):
         errors.append('--efficient recomputes each inner step in the backward pass, which '
                       "would redraw Meta-Dropout's noise; use it with the deterministic "
                       'models (maml, fomaml, metasgd, or metadrop --maml)')
+    if not cfg.skip_nonfinite_steps and cfg.model in ('leo', 'mtl'):
+        errors.append(f'--noskip_nonfinite_steps is for the MAML family and TAML; --model '
+                      f'{cfg.model} has its own guard'
+                      + (" (the original's, --original_nan_guard)" if cfg.model == 'leo'
+                         else ''))
     if cfg.augment_pad < 0:
         errors.append(f'--augment_pad must be >= 0, got {cfg.augment_pad}')
     try:
@@ -507,11 +550,16 @@ def validate_extras(cfg):
         errors.append(f'--augment: {e}')
     try:
         from data.augment import parse_normalization
-        parse_normalization(cfg.normalization, cfg.dataset)
+        norm = parse_normalization(cfg.normalization, cfg.dataset)
+        if norm is not None and not all(math.isfinite(v) for values in norm for v in values):
+            errors.append(f'--normalization must hold finite numbers, got {cfg.normalization}')
     except ValueError as e:
         errors.append(str(e))
-    if cfg.n_cpu_devices < 0:
-        errors.append(f'--n_cpu_devices must be >= 0, got {cfg.n_cpu_devices}')
+    if cfg.frozen.strip() and not cfg.frozen.replace(',', '').strip():
+        errors.append(f'--frozen {cfg.frozen!r} names no parameter')
+    if not 0 <= cfg.n_cpu_devices <= MAX_CPU_DEVICES:
+        errors.append(f'--n_cpu_devices must be in 0..{MAX_CPU_DEVICES} (logical devices for '
+                      f'--distribute mirrored on a CPU), got {cfg.n_cpu_devices}')
     return errors
 
 
@@ -553,21 +601,9 @@ def validate_taml(cfg):
 
 
 def validate_leo(cfg):
-    """Messages for bad --model leo flag combinations."""
+    """Messages for bad --model leo flag combinations (the ranges in every mode: a typo fails
+    early whatever the method)."""
     errors = []
-    if cfg.model != 'leo':
-        if cfg.dataset in LEO_DATASETS:
-            errors.append(f'--dataset {cfg.dataset} holds embedding vectors for --model leo, '
-                          f'not images for --model {cfg.model}')
-        return errors
-    if cfg.dataset not in LEO_DATASETS:
-        errors.append(f'--model leo works on embeddings: --dataset leo_mini, leo_tiered or '
-                      f'leo_custom, not {cfg.dataset}')
-    if cfg.dataset == 'leo_tiered' and cfg.embedding_crop == 'multiview':
-        errors.append('--embedding_crop multiview exists for miniImageNet only (leo_mini); '
-                      'tieredImageNet has center crops')
-    if cfg.mode not in ('meta_train', 'meta_test'):
-        errors.append(f'--model leo runs --mode meta_train and meta_test, not {cfg.mode}')
     for n in ('num_latents', 'metavalid_batch_size', 'metatest_batch_size',
               'total_examples_per_class', 'eval_chunk'):
         if getattr(cfg, n) < 1:
@@ -587,6 +623,19 @@ def validate_leo(cfg):
               'gradient_norm_threshold'):
         if not math.isfinite(getattr(cfg, n)):
             errors.append(f'--{n} must be finite, got {getattr(cfg, n)}')
+    if cfg.model != 'leo':
+        if cfg.dataset in LEO_DATASETS:
+            errors.append(f'--dataset {cfg.dataset} holds embedding vectors for --model leo, '
+                          f'not images for --model {cfg.model}')
+        return errors
+    if cfg.dataset not in LEO_DATASETS:
+        errors.append(f'--model leo works on embeddings: --dataset leo_mini, leo_tiered or '
+                      f'leo_custom, not {cfg.dataset}')
+    if cfg.dataset == 'leo_tiered' and cfg.embedding_crop == 'multiview':
+        errors.append('--embedding_crop multiview exists for miniImageNet only (leo_mini); '
+                      'tieredImageNet has center crops')
+    if cfg.mode not in ('meta_train', 'meta_test'):
+        errors.append(f'--model leo runs --mode meta_train and meta_test, not {cfg.mode}')
     if cfg.total_examples_per_class <= cfg.shot:
         errors.append(f'--total_examples_per_class {cfg.total_examples_per_class} must be '
                       f'larger than --shot {cfg.shot}: evaluation tasks take the other '
@@ -609,8 +658,30 @@ MTL_ONLY = dict(hard_task=False, pretrain_class_num=None, test_iter=None, pretra
 
 
 def validate_mtl(cfg):
-    """Messages for bad --model mtl flag combinations."""
+    """Messages for bad --model mtl flag combinations (the ranges in every mode)."""
     errors = []
+    for n in ('pretrain_batch_size', 'pretrain_iterations', 'pre_lr_dropstep',
+              'pre_save_step', 'pre_print_step', 'lr_drop_step', 'meta_intrain_val_sample',
+              'img_size'):
+        if getattr(cfg, n) < 1:
+            errors.append(f'--{n} must be a positive integer, got {getattr(cfg, n)}')
+    if cfg.pretrain_class_num is not None and cfg.pretrain_class_num < 1:
+        errors.append(f'--pretrain_class_num must be a positive integer, got '
+                      f'{cfg.pretrain_class_num}')
+    if cfg.pre_iter < -1:
+        errors.append(f'--pre_iter must be >= 0, or -1 for the newest snapshot, got '
+                      f'{cfg.pre_iter}')
+    if cfg.test_iter is not None and cfg.test_iter < 0:
+        errors.append(f'--test_iter must be >= 0, got {cfg.test_iter}')
+    if cfg.metatest_epite_sample_num < 0:
+        errors.append(f'--metatest_epite_sample_num must be >= 0 (0: shot), got '
+                      f'{cfg.metatest_epite_sample_num}')
+    for n in ('pre_lr', 'min_pre_lr', 'min_meta_lr', 'lr_drop_rate'):
+        if not 0 < getattr(cfg, n) < math.inf:
+            errors.append(f'--{n} must be positive and finite, got {getattr(cfg, n)}')
+    if not 0 < cfg.pretrain_dropout_keep <= 1:
+        errors.append(f'--pretrain_dropout_keep must be in (0, 1], got '
+                      f'{cfg.pretrain_dropout_keep}')
     if cfg.model != 'mtl':
         changed = [f'--{n}' for n, default in MTL_ONLY.items() if getattr(cfg, n) != default]
         if changed:
@@ -625,29 +696,12 @@ def validate_mtl(cfg):
     if cfg.dataset in LEO_DATASETS:
         errors.append(f'--model mtl works on images; --dataset {cfg.dataset} holds LEO\'s '
                       'embedding vectors')
-    for n in ('pretrain_batch_size', 'pretrain_iterations', 'pre_lr_dropstep',
-              'pre_save_step', 'pre_print_step', 'lr_drop_step', 'meta_intrain_val_sample',
-              'eval_chunk', 'img_size'):
-        if getattr(cfg, n) < 1:
-            errors.append(f'--{n} must be a positive integer, got {getattr(cfg, n)}')
     if cfg.backbone_arch == 'resnet12' and 1 <= cfg.img_size < 16:
         errors.append(f'--img_size {cfg.img_size} is too small for ResNet-12\'s four 2x2 '
                       'VALID max-pools: use at least 16 (the original: 84)')
-    if cfg.pretrain_class_num is not None and cfg.pretrain_class_num < 1:
-        errors.append(f'--pretrain_class_num must be a positive integer, got '
-                      f'{cfg.pretrain_class_num}')
-    if cfg.metatest_epite_sample_num < 0:
-        errors.append(f'--metatest_epite_sample_num must be >= 0 (0: shot), got '
-                      f'{cfg.metatest_epite_sample_num}')
     if cfg.n_test_steps is not None and cfg.n_test_steps < 1:
         errors.append(f'--n_test_steps must be >= 1 for --model mtl (the accuracy is read '
                       f'after each inner step), got {cfg.n_test_steps}')
-    for n in ('pre_lr', 'min_pre_lr', 'min_meta_lr', 'lr_drop_rate'):
-        if not 0 < getattr(cfg, n) < math.inf:
-            errors.append(f'--{n} must be positive and finite, got {getattr(cfg, n)}')
-    if not 0 < cfg.pretrain_dropout_keep <= 1:
-        errors.append(f'--pretrain_dropout_keep must be in (0, 1], got '
-                      f'{cfg.pretrain_dropout_keep}')
     if cfg.distribute != 'none':
         errors.append('--distribute is not supported with --model mtl yet (its step runs on '
                       'one device, a GPU when present)')
@@ -718,25 +772,106 @@ def run_mode(cfg):
     return export(runner)
 
 
-def main(argv):
-    cfg = config_from_flags()
+def usage_error(message):
+    """Exits with one `error:` line (not absl's page of flag help)."""
+    message = ' '.join(str(message).split())   # one line, whatever the message held
+    sys.stderr.write(f'error: {message}. `python main.py --helpfull` lists every flag.\n')
+    sys.exit(1)
+
+
+def parse_flags(argv):
+    """app.run's flags parser: an unknown flag, a value of the wrong type or a missing value
+    is one `error:` line (absl's own parser prints a FATAL line and a hint). Parses afresh,
+    so in-process callers (tests) may call it again."""
+    FLAGS.unparse_flags()
     try:
-        if len(argv) > 1:
-            raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])} (every '
-                                 'setting is a --flag)')
-        validate(cfg)
-    except app.UsageError as e:  # one paragraph, not absl's page of flag help
-        sys.stderr.write(f'error: {e}. `python main.py --helpfull` lists every flag.\n')
-        sys.exit(1)
+        return FLAGS(list(argv))
+    except flags.UnrecognizedFlagError as e:
+        hint = str(e).partition('Did you mean:')[2].strip(' ?')
+        usage_error(f'unknown flag --{e.flagname}' + (f' (did you mean --{hint}?)' if hint
+                                                      else ''))
+    except flags.Error as e:
+        usage_error(e)
+
+
+def replica_count(cfg):
+    """How many replicas --distribute splits the metabatch over, without creating the
+    strategy (TensorFlow's devices stay unconfigured): mirrored takes every GPU, else the
+    --n_cpu_devices logical CPUs; multi_worker one replica per device of every worker in
+    TF_CONFIG."""
+    if cfg.distribute == 'none':
+        return 1
+    import tensorflow as tf
+    gpus = len(tf.config.list_physical_devices('GPU'))
+    if cfg.distribute == 'mirrored':
+        return gpus or max(1, cfg.n_cpu_devices)
+    try:
+        cluster = json.loads(os.environ.get('TF_CONFIG') or '{}').get('cluster', {})
+        workers = len(cluster.get('chief', [])) + len(cluster.get('worker', []))
+    except (ValueError, AttributeError, TypeError):
+        raise app.UsageError('--distribute multi_worker reads the cluster from the environment '
+                             'variable TF_CONFIG, which is not valid JSON of the form '
+                             '{"cluster": {"worker": [...]}, "task": {...}}') from None
+    return max(1, workers) * max(1, gpus)
+
+
+def frozen_parameter_names(cfg):
+    """The parameter names --frozen selects from: the backbone's, which do not depend on
+    the image size, so a small stand-in input decides without loading the dataset."""
+    from model import nets
+    shape = (28, 28, 1) if cfg.backbone in ('conv4', 'maml_conv4') else (32, 32, 3)
+    return list(nets.build_backbone(cfg.backbone, cfg.way, shape, cfg.n_channel,
+                                    zero_head=cfg.zero_head).param_shapes())
+
+
+def preflight(cfg):
+    """The checks that need TensorFlow (the model's parameter names, the device count), run
+    after validate() and before anything is loaded, trained or written."""
+    errors = []
+    if cfg.frozen and cfg.model in ('maml', 'fomaml', 'metasgd', 'metadrop'):
+        from model import resolve_frozen
+        try:
+            resolve_frozen([p.strip() for p in cfg.frozen.split(',') if p.strip()],
+                           frozen_parameter_names(cfg))
+        except ValueError as e:
+            errors.append(str(e))
+    if cfg.mode == 'meta_train':   # only the meta-train step splits the metabatch
+        replicas = replica_count(cfg)
+        if cfg.metabatch % replicas:
+            errors.append(f'--metabatch {cfg.metabatch} cannot be split evenly across the '
+                          f'{replicas} replicas of --distribute {cfg.distribute}; use a '
+                          f'multiple of {replicas}')
+    if errors:
+        raise app.UsageError('; '.join(errors))
+
+
+def checked_config(argv):
+    """The validated configuration of the parsed flags, or app.UsageError: every check that
+    does not need the data, before anything is written."""
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])} (every setting is '
+                             'a --flag)')
+    cfg = config_from_flags()
+    validate(cfg)
     # --distribute uses every visible GPU unless --gpu_id is given explicitly.
     pin_gpu = cfg.distribute == 'none' or FLAGS['gpu_id'].present
     if pin_gpu and cfg.gpu_id is not None and 'CUDA_VISIBLE_DEVICES' not in os.environ:
         os.environ['CUDA_VISIBLE_DEVICES'] = '' if cfg.gpu_id < 0 else str(cfg.gpu_id)
+    preflight(cfg)
+    return cfg
+
+
+def main(argv):
+    try:
+        cfg = checked_config(argv)
+    except app.UsageError as e:
+        usage_error(e)
     from data.datasets import DatasetError
     from data.episodes import EpisodeSizeError
-    from model.runner import Interrupted, RunError
+    from model.runner import Interrupted, RunError, lock_savedir
     try:
-        run_mode(cfg)
+        with lock_savedir(cfg):
+            run_mode(cfg)
     except KeyboardInterrupt:  # before the training loop, which handles SIGINT itself
         sys.stderr.write('error: interrupted (SIGINT) before training started; nothing was '
                          'saved\n')
@@ -754,8 +889,14 @@ def main(argv):
         sys.exit(1)
 
 
+def cli(argv):
+    """main.py's command line in-process: parses `argv` (program name first) and runs it;
+    exits through SystemExit as the command would (tests)."""
+    return main(parse_flags(argv))
+
+
 def run():
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == '__main__':

@@ -21,13 +21,18 @@ divides n_test_iters).
 Fault tolerance. A checkpoint counts only once tf.train.CheckpointManager has listed it in
 `<savedir>/checkpoint` (TF writes the tensors to a temporary folder, renames them into
 place, then rewrites that list atomically), so a save killed half-way is never taken for a
-good one; at restart the newest listed checkpoint that reads back completely (TF checks
+good one; its files and folder are flushed to the disk (fsync) before it is listed, and
+the list after, so a power loss cannot list a checkpoint whose data never reached the disk
+(config.json, validation records and test logs are written the same way, through
+write_atomically). One run per savedir: main.py holds an fcntl lock on <savedir>/.lock
+(lock_savedir). At restart the newest listed checkpoint that reads back completely (TF checks
 every tensor's CRC) is used, falling back to the previous ones with a log line. Each
 checkpoint also stores the flags it was trained with (`run/config`), checked before
 restoring. SIGINT/SIGTERM finish the current iteration, save, log and exit 130/143. A step
 whose loss or meta-gradient is not finite is skipped inside the compiled step (weights and
-Adam state untouched), logged, and `--max_bad_steps` of them in a row stop the run. A full
-disk while saving leaves the previous checkpoint usable and says so.
+Adam state untouched), logged, and `--max_bad_steps` of them in a row stop the run
+(`--noskip_nonfinite_steps` applies them, as the originals did). A full disk while saving
+leaves the previous checkpoint usable and says so.
 """
 import contextlib
 import errno
@@ -37,6 +42,7 @@ import queue
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -122,8 +128,7 @@ def worker_role(strategy):
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True, 0
     kind, task = resolver.task_type, resolver.task_id or 0
-    return kind == 'chief' or (kind == 'worker' and task == 0 and
-                               'chief' not in resolver.cluster_spec().as_dict()), task
+    return is_chief_task(resolver.cluster_spec().as_dict(), kind, task), task
 
 
 def episode_rng(seed, stream, *index):
@@ -247,12 +252,134 @@ def is_disk_full(e):
         'No space left on device' in str(e)
 
 
+def fsync_path(path):
+    """Flushes a file, or a folder's entries, to the disk (a rename is durable only once
+    the folder holding it is flushed)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_checkpoint(prefix):
+    """Flushes the files of checkpoint `prefix` (model-<i>.index, .data-*) and its folder
+    to the disk: called before the checkpoint is listed, so a listed checkpoint survives a
+    power loss (a rename may otherwise reach the disk before the data it names)."""
+    d, stem = os.path.split(prefix)
+    d = d or '.'
+    for n in os.listdir(d):
+        if n == stem + '.index' or n.startswith(stem + '.data-'):
+            fsync_path(os.path.join(d, n))
+    fsync_path(d)
+
+
 def write_atomically(path, text):
-    """Writes a small text file under a temporary name, then renames it into place."""
+    """Writes a small text file under a temporary name, flushes it to the disk, renames it
+    into place and flushes the folder: a power loss leaves the old file or the new one,
+    never an empty one. Text ends with a newline (a POSIX text file; `cat` and `tail`
+    expect it)."""
+    if not text.endswith('\n'):
+        text += '\n'
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
         f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_path(os.path.dirname(path) or '.')
+
+
+LOCK_FILE = '.lock'
+
+
+def is_chief_task(cluster, kind, index):
+    """Whether task (kind, index) of a TF_CONFIG cluster is the chief: the 'chief' task, or
+    worker 0 when the cluster names no chief."""
+    return kind == 'chief' or (kind == 'worker' and (index or 0) == 0 and
+                               'chief' not in cluster)
+
+
+def locked_dir(cfg):
+    """(folder this run writes, whether the run creates it): the savedir; MTL's
+    pre-training writes --pretrain_dir; a worker of --distribute multi_worker other than the
+    chief writes <savedir>/worker<i>."""
+    mode = getattr(cfg, 'mode', 'meta_train')
+    if mode == 'pretrain':
+        from model.mtl_runner import pretrain_dir_of
+        return pretrain_dir_of(cfg), True
+    d = cfg.savedir
+    if getattr(cfg, 'distribute', 'none') == 'multi_worker':
+        try:
+            tf_config = json.loads(os.environ.get('TF_CONFIG') or '{}')
+            task = tf_config.get('task', {})
+            if tf_config.get('cluster') and not is_chief_task(
+                    tf_config['cluster'], task.get('type'), task.get('index')):
+                d = os.path.join(d, f'worker{task.get("index") or 0}')
+        except (ValueError, AttributeError, TypeError):
+            pass   # the strategy reports a bad TF_CONFIG
+    return d, mode == 'meta_train'
+
+
+def read_lock_holder(path, wait=1.0):
+    """The process id written in a lock file (its holder writes it right after locking:
+    wait a moment for it), or None."""
+    deadline = time.time() + wait
+    while True:
+        try:
+            with open(path) as f:
+                first = f.readline().strip()
+            if first.isdigit():
+                return int(first)
+        except OSError:
+            pass
+        if time.time() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def lock_savedir(cfg):
+    """One run per savedir: an exclusive fcntl.flock on <savedir>/.lock for the run's whole
+    life, refused at once (RunError naming the holder's process id) while another live
+    process holds it. The OS drops the lock when its holder dies, kill -9 included, so a
+    stale .lock file never blocks the next run; the file itself stays (deleting it could
+    let two runs lock two different files). Where the folder cannot be created or written,
+    nothing is locked and the runner's own checks say why."""
+    import fcntl
+    d, create = locked_dir(cfg)
+    fd = None
+    if d and (create or os.path.isdir(d)):
+        path = os.path.join(d, LOCK_FILE)
+        try:
+            if create:
+                os.makedirs(d, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            fd = None
+    if fd is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                fd = None   # a file system without locks: run unlocked, as before
+            else:
+                pid = read_lock_holder(path)
+                who = f'process {pid}' if pid else 'another process'
+                raise RunError(f'{d} is in use by {who} (another run writing this folder: two '
+                               'runs in one savedir would interleave their checkpoints and '
+                               f'logs). Wait for it to finish or stop it'
+                               f'{f" (kill {pid})" if pid else ""}, or use another --savedir.'
+                               ) from None
+    if fd is not None:
+        os.ftruncate(fd, 0)
+        os.write(fd, f'{os.getpid()}\n{" ".join(sys.argv)}\n'.encode())
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)   # releases the lock
 
 
 class Runner:
@@ -270,10 +397,18 @@ class Runner:
                 cfg = types.SimpleNamespace(**vars(cfg))
                 cfg.savedir = os.path.join(cfg.savedir, f'worker{task}')
                 cfg.progress = False
+        replicas = self.strategy.num_replicas_in_sync if self.strategy is not None else 1
+        if getattr(cfg, 'mode', 'meta_train') == 'meta_train' and cfg.metabatch % replicas:
+            # main.py's preflight predicts this; the strategy itself has the last word.
+            raise RunError(f'--metabatch {cfg.metabatch} cannot be split evenly across the '
+                           f'{replicas} replicas of --distribute {cfg.distribute}; use a '
+                           f'multiple of {replicas}')
         self.cfg = cfg
         self.log = log
         self.check_savedir()
-        self.dataset = load_dataset(cfg.dataset, cfg.data_root, **dataset_options(cfg))
+        self.dataset = load_dataset(cfg.dataset, cfg.data_root,
+                                    progress=getattr(cfg, 'progress', True),
+                                    **dataset_options(cfg))
         self.augmenter = make_augmenter(cfg)
         self.lr_milestones = [int(m) for m in getattr(cfg, 'lr_milestones', '').split(',')
                               if m.strip()]
@@ -503,7 +638,12 @@ class Runner:
         checkpoint as the latest and raises RunError."""
         self.iteration.assign(i + 1)
         try:
-            path = manager.save(checkpoint_number=i)
+            # The write callback runs after TF renamed the files into place and before the
+            # manager lists them: flushed first, listed after.
+            path = manager.save(checkpoint_number=i, options=tf.train.CheckpointOptions(
+                experimental_write_callbacks=[fsync_checkpoint]))
+            fsync_path(os.path.join(self.cfg.savedir, 'checkpoint'))
+            fsync_path(self.cfg.savedir)
         except Exception as e:
             listed = tf.train.latest_checkpoint(self.cfg.savedir)
             if listed is None or checkpoint_number(listed) != i:
@@ -556,10 +696,12 @@ class Runner:
 
     def compile_train_step(self, spec):
         """The shared compiled meta-train step (model/steps.py) for episodes of `spec`, with
-        the run's clipping, NaN guard, strategy and task-loop options."""
+        the run's clipping, non-finite guard (--noskip_nonfinite_steps: none, as the
+        originals), strategy and task-loop options."""
         cfg = self.cfg
         return steps.make_train_step(
-            self.model, self.optimizer, cfg.clip_value, spec, skip_nonfinite=True,
+            self.model, self.optimizer, cfg.clip_value, spec,
+            skip_nonfinite=getattr(cfg, 'skip_nonfinite_steps', True),
             clip_norm=getattr(cfg, 'clip_norm', 0.), strategy=self.strategy,
             **self.task_loop_options())
 

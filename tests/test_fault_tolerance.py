@@ -113,6 +113,33 @@ def test_a_save_killed_half_way_is_not_taken_for_a_checkpoint(tmp_path):
     assert 'model-6 cannot be read' in notes[1]
 
 
+def test_a_checkpoint_is_flushed_to_disk_before_it_is_listed(tmp_path, monkeypatch):
+    """Power-loss safety: every file of model-<i> and the savedir are fsync'ed while the
+    checkpoint list still names the previous checkpoint; the list is fsync'ed after."""
+    events, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        listed = tf.train.latest_checkpoint(str(tmp_path))
+        events.append((os.path.basename(os.readlink(f'/proc/self/fd/{fd}')),
+                       listed and os.path.basename(listed)))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, 'fsync', fsync)
+    runner(tmp_path, '--n_train_iters', '1', '--save_freq', '1', '--print_freq', '1',
+           '--val_freq', '1000').meta_train()
+    for i, before in ((0, None), (1, 'model-0')):
+        files = [e for e in events if e[0].startswith(f'model-{i}.')]
+        assert {f for f, _ in files} == {f'model-{i}.index', f'model-{i}.data-00000-of-00001'}
+        assert all(listed == before for _, listed in files)
+        last_file = max(events.index(e) for e in files)
+        # then the folder (the renames of TF's temporary files), still unlisted
+        assert (tmp_path.name, before) in events[last_file + 1:]
+        # and the list once it names model-<i>
+        assert ('checkpoint', f'model-{i}') in events
+    assert ('config.json.tmp', None) in events   # atomic JSON: flushed before the rename
+    assert (tmp_path / 'config.json').read_text().endswith('}\n')
+
+
 def test_log_is_appended_and_a_cut_line_stays_apart(tmp_path):
     runner(tmp_path, '--n_train_iters', '1').meta_train()
     before = read_log(tmp_path)
