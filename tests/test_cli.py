@@ -106,3 +106,14 @@ def test_helpfull_documents_every_flag():
                  '--model', '--seed', '--data_root', '--reuse_task_classes',
                  '--test_alphabets', '--clip_value', '--max_bad_steps'):
         assert flag + ':' in out.stdout or f'--[no]{flag[2:]}:' in out.stdout, flag
+
+
+def test_noprogress_silences_the_dataset_readers(tmp_path, capfd):
+    """--noprogress reaches the readers' bars (the folder reader decoding its images)."""
+    from data.datasets import load_dataset
+    from tests.test_data_folder import write_tree
+    write_tree(tmp_path / 'folder', 5, 3)
+    load_dataset('folder', str(tmp_path), image_size=8, progress=False)
+    assert 'reading' not in capfd.readouterr().err
+    load_dataset('folder', str(tmp_path), image_size=8)
+    assert 'reading' in capfd.readouterr().err   # the bar the flag silences

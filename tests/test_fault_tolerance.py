@@ -140,6 +140,14 @@ def test_a_checkpoint_is_flushed_to_disk_before_it_is_listed(tmp_path, monkeypat
     assert (tmp_path / 'config.json').read_text().endswith('}\n')
 
 
+def test_atomic_text_files_end_with_a_newline(tmp_path):
+    path = str(tmp_path / 'meta_test.log')
+    runner_module.write_atomically(path, 'accuracy : 50.000000 +- 1.000000')
+    assert open(path).read() == 'accuracy : 50.000000 +- 1.000000\n'
+    runner_module.write_atomically(path, 'a\nb\n')
+    assert open(path).read() == 'a\nb\n' and not os.path.exists(path + '.tmp')
+
+
 def test_log_is_appended_and_a_cut_line_stays_apart(tmp_path):
     runner(tmp_path, '--n_train_iters', '1').meta_train()
     before = read_log(tmp_path)
@@ -247,6 +255,25 @@ def test_a_non_finite_step_changes_neither_weights_nor_adam_state(tmp_path):
     assert bool(applied) and np.isfinite(float(loss))
     assert int(r.optimizer.step.numpy()) == 2
     assert r.train_step.experimental_get_tracing_count() == 1   # the guard did not retrace
+
+
+def test_without_the_guard_a_poisoned_step_is_applied_as_the_originals_did(tmp_path):
+    """--noskip_nonfinite_steps: a good step is bitwise the guarded one; a poisoned step is
+    applied (Adam steps, the NaN reaches the weights), as in the originals, which had no
+    guard."""
+    guarded, plain = runner(tmp_path / 'a'), runner(tmp_path / 'b', '--noskip_nonfinite_steps')
+    ep = guarded.sampler('train').sample(np.random.default_rng(0), 2)
+    for r in (guarded, plain):
+        loss, _, applied = r.train_step(*ep)
+        assert bool(applied)
+    assert_same_state(state(guarded), state(plain))
+    bad = ep._replace(xs=ep.xs.copy())
+    bad.xs[1, 0, 3, 3, 0] = np.nan
+    assert not bool(guarded.train_step(*bad)[2])
+    assert bool(plain.train_step(*bad)[2])
+    assert int(plain.optimizer.step.numpy()) == 2
+    assert not all(np.isfinite(w.numpy()).all() for w in plain.model.outer_variables)
+    assert all(np.isfinite(w.numpy()).all() for w in guarded.model.outer_variables)
 
 
 class Poisoned:
