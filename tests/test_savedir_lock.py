@@ -39,6 +39,7 @@ def log_text(savedir):
         return ''
 
 
+@pytest.mark.slow
 def test_second_run_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path):
     savedir = tmp_path / 'run'
     first = subprocess.Popen(main_py(savedir), cwd=REPO, stdout=subprocess.DEVNULL,
