@@ -15,6 +15,16 @@ iteration here), how many kills hit a checkpoint being written, and whether the 
 weights, Adam state and iteration match the reference (bitwise, else the largest absolute
 difference). Runs one TensorFlow process at a time; TensorFlow is imported here only for
 the final comparison.
+
+`--phases` adds kills during the runs that write once at their end, `--phase_runs` of each
+(default 4): meta_test and export (on copies of the trained reference savedir) and dataset
+preprocessing (a meta_train whose first run decodes the Omniglot zips of
+../shared/data/omniglot into the omniglot28.npz cache). The first run of each phase is
+killed the moment its first temporary file appears (the worst moment for an atomic write),
+the others at a moment drawn uniformly over the reference's duration (from its progress
+bar's appearance when it has one). After each kill every output file present must read
+back completely (nothing half-written); the rerun must exit 0 and write what the reference
+wrote. Temporary files a kill leaves behind are counted (they are never read).
 """
 import argparse
 import os
@@ -125,6 +135,152 @@ def trial(savedir, kill_at, args):
                 fell_back='cannot be read' in log)
 
 
+# ---- kills during the phases that write their outputs once, at the end ---------------
+
+def read_outputs(savedir, phase):
+    """{file: content digest} of a phase's outputs present in `savedir`; a file that does
+    not read back completely raises ValueError naming it (half-written)."""
+    import glob
+    import hashlib
+    import json
+    import pickle
+    import zipfile
+
+    import numpy as np
+
+    def arrays(path):
+        with np.load(path, allow_pickle=False) as z:
+            h = hashlib.sha256()
+            for k in sorted(z.files):
+                h.update(k.encode() + np.ascontiguousarray(z[k]).tobytes())
+            return h.hexdigest()
+
+    files = {'meta_test': ['meta_test.log', 'meta_test.json'],
+             'export': ['export.pkl', 'export.npz', 'stochastic.npz'],
+             'preprocess': [os.path.join('data', 'omniglot', 'omniglot28.npz')]}[phase]
+    out = {}
+    for name in files:
+        path = os.path.join(savedir, name)
+        if not os.path.exists(path):
+            continue
+        try:
+            if name.endswith('.log'):
+                text = open(path).read()
+                if not re.fullmatch(r'accuracy : [\d.]+ \+- [\d.]+\n', text):
+                    raise ValueError(repr(text[:80]))
+                out[name] = text
+            elif name.endswith('.json'):
+                out[name] = json.dumps(json.load(open(path)), sort_keys=True)
+            elif name.endswith('.pkl'):
+                with open(path, 'rb') as f:   # our own file, written by export
+                    out[name] = hashlib.sha256(pickle.dumps(pickle.load(f))).hexdigest()
+            else:
+                out[name] = arrays(path)
+        except (ValueError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+            raise ValueError(f'{name} is half-written ({type(e).__name__}: {e})') from None
+    out['_leftovers'] = len(glob.glob(os.path.join(savedir, '**', '*.tmp'), recursive=True) +
+                            glob.glob(os.path.join(savedir, '**', '.*.tmp'), recursive=True))
+    return out
+
+
+def phase_setup(phase, trained, d, args):
+    """Prepares `d` for a run of `phase`; returns (command, stderr marker or None)."""
+    shutil.rmtree(d, ignore_errors=True)
+    if phase == 'preprocess':   # a fresh data root holding only the zips
+        zips = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'omniglot')
+        os.makedirs(os.path.join(d, 'data', 'omniglot'))
+        for n in ('images_background_small1.zip', 'images_background_small2.zip'):
+            os.symlink(os.path.join(zips, n), os.path.join(d, 'data', 'omniglot', n))
+        argv = [a for a in TINY if a not in ('synthetic', '--noprogress')]
+        argv[argv.index('--dataset') + 1:argv.index('--dataset') + 1] = ['omniglot']
+        return ([sys.executable, os.path.join(REPO, 'main.py'), '--mode', 'meta_train',
+                 '--savedir', os.path.join(d, 'run'), *argv, '--omniglot_source', 'small',
+                 '--data_root', os.path.join(d, 'data'), '--n_train_iters', '0'],
+                'decoding Omniglot')
+    shutil.copytree(trained, d, ignore=shutil.ignore_patterns('meta_test*', 'export*', '.lock'))
+    argv = [a for a in TINY if a != '--noprogress']
+    return ([sys.executable, os.path.join(REPO, 'main.py'), '--mode', phase, '--savedir', d,
+             *argv, '--n_train_iters', str(args.n_train_iters), '--n_test_iters', '400'],
+            'meta_test' if phase == 'meta_test' else None)
+
+
+def run_phase(phase, trained, workdir, rng, args):
+    """The reference run of `phase`, then --phase_runs killed runs and their reruns."""
+    def start(d):
+        cmd, marker = phase_setup(phase, trained, d, args)
+        err = open(os.path.join(workdir, f'{phase}.stderr'), 'w+')
+        return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err), \
+            err, marker, cmd
+
+    def wait_marker(proc, err, marker):
+        t0 = time.time()
+        while marker and proc.poll() is None:
+            err.seek(0)
+            if marker in err.read():
+                return time.time()
+            time.sleep(0.005)
+        return t0
+
+    ref = os.path.join(workdir, f'{phase}-reference')
+    proc, err, marker, _ = start(ref)
+    t0 = wait_marker(proc, err, marker)
+    proc.wait()
+    span = time.time() - t0
+    if proc.returncode != 0:
+        err.seek(0)
+        sys.exit(f'the {phase} reference failed:\n{err.read()[-3000:]}')
+    expected = read_outputs(ref, phase)
+    expected.pop('_leftovers')
+    rows = []
+    for k in range(args.phase_runs):
+        d = os.path.join(workdir, f'{phase}{k:02d}')
+        proc, err, marker, cmd = start(d)
+        at_write = k == 0
+        t0 = wait_marker(proc, err, marker)
+        kill_at = None if at_write else rng.uniform(0, span)
+        while proc.poll() is None:
+            if at_write and read_outputs_tmp(d):
+                break
+            if not at_write and time.time() - t0 >= kill_at:
+                break
+            time.sleep(0.001)
+        finished = proc.poll() is not None
+        if not finished:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        try:
+            found = read_outputs(d, phase)
+            half = None
+        except ValueError as e:
+            found, half = {'_leftovers': 0}, str(e)
+        rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        after = read_outputs(d, phase) if rerun.returncode == 0 else {}
+        after.pop('_leftovers', None)
+        rows.append(dict(kill_at=kill_at, finished=finished, half=half,
+                         present=sorted(n for n in found if n != '_leftovers'),
+                         leftovers=found['_leftovers'], rc=rerun.returncode,
+                         same=after == expected, stderr=rerun.stderr))
+        r = rows[-1]
+        moment = ('when its first temporary file appeared' if at_write else
+                  f'{kill_at:5.2f} s into {"the progress bar" if marker else "the run"}')
+        print(f'{phase} run {k}: killed {moment}{" (had finished)" if finished else ""}; '
+              f'complete outputs left: {", ".join(r["present"]) or "none"}'
+              f'{"; HALF-WRITTEN: " + half if half else ""}; temporary files left '
+              f'{r["leftovers"]}; rerun exit {r["rc"]}, outputs as the reference\'s: '
+              f'{r["same"]}', flush=True)
+        if r['rc'] != 0:
+            print(r['stderr'][-2000:])
+    return rows
+
+
+def read_outputs_tmp(d):
+    """Whether a temporary file of an atomic write exists anywhere under `d` now."""
+    for root, _, names in os.walk(d):
+        if any(n.endswith('.tmp') for n in names):
+            return True
+    return False
+
+
 def compare(reference, other):
     """(bitwise equal, max abs difference) over every training-state tensor."""
     import numpy as np
@@ -155,6 +311,9 @@ def main():
     p.add_argument('--save_freq', type=int, default=2)
     p.add_argument('--val_freq', type=int, default=20)
     p.add_argument('--workdir', default=None, help='default: a temporary folder, deleted')
+    p.add_argument('--phases', default='meta_test,export,preprocess',
+                   help='comma-separated one-shot phases also killed (empty: none)')
+    p.add_argument('--phase_runs', type=int, default=4, help='killed runs per phase')
     args = p.parse_args()
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
     workdir = args.workdir or tempfile.mkdtemp(prefix='soak-')
@@ -212,7 +371,20 @@ def main():
         print(f'  final state vs the uninterrupted run (weights, Adam moments and step, '
               f'iteration): {bitwise}/{len(results)} bitwise identical, max abs difference '
               f'{max(m[1] for m in matches):g}')
-        return 0 if bitwise == len(results) and len(resumed) == len(with_ckpt) else 1
+        ok = bitwise == len(results) and len(resumed) == len(with_ckpt)
+        phases = [p for p in args.phases.split(',') if p.strip()]
+        for phase in phases:
+            print(flush=True)
+            rows = run_phase(phase, ref_dir, workdir, rng, args)
+            killed_rows = [r for r in rows if not r['finished']]
+            print(f'soak {phase}: {len(killed_rows)} of {len(rows)} runs killed (1 at the '
+                  f'first temporary file); half-written outputs: '
+                  f'{sum(r["half"] is not None for r in rows)}; temporary files left: '
+                  f'{sum(r["leftovers"] for r in rows)}; reruns exited 0: '
+                  f'{sum(r["rc"] == 0 for r in rows)}/{len(rows)}; outputs as the '
+                  f'reference\'s: {sum(r["same"] for r in rows)}/{len(rows)}', flush=True)
+            ok &= all(r['half'] is None and r['rc'] == 0 and r['same'] for r in rows)
+        return 0 if ok else 1
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
