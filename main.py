@@ -90,6 +90,11 @@ flags.DEFINE_float('alpha_init', None, 'Initial value of the Meta-SGD step sizes
 flags.DEFINE_enum('inner_loss', 'mean', ['mean', 'maml_sum'], 'Inner-loop loss scaling: '
                   'mean cross-entropy (metadrop, PyTorch-MAML) or maml_sum = sum of '
                   'per-example CE / K (cbfinn/maml, i.e. way times larger steps).')
+flags.DEFINE_enum('outer_loss', 'mean', ['mean', 'maml_sum'], 'Query (meta) loss scaling of '
+                  'the MAML family: mean cross-entropy (metadrop, PyTorch-MAML) or maml_sum = '
+                  'sum of per-query CE / K, averaged over the tasks (cbfinn/maml: way x '
+                  'queries per class / K times the mean, so its --clip_value acts on a larger '
+                  'meta-gradient; the runfiles maml_cbfinn_*.sh pass it).')
 flags.DEFINE_float('clip_value', 3.0, 'Element-wise meta-gradient clipping to [-c, c] '
                    '(metadrop: 3; cbfinn/maml miniImageNet: 10); 0 disables.')
 flags.DEFINE_integer('seed', 0, 'Seed of the initialisation and of every episode drawn.')
@@ -510,6 +515,9 @@ def validate_extras(cfg):
     elif cfg.model == 'metadrop' and cfg.backbone not in ('conv4', 'maml_conv4'):
         errors.append(f'--model metadrop perturbs the blocks of conv4 / maml_conv4; '
                       f'--backbone {cfg.backbone} has no such blocks')
+    if cfg.outer_loss != 'mean' and cfg.model not in ('maml', 'fomaml', 'metasgd', 'metadrop'):
+        errors.append(f'--outer_loss {cfg.outer_loss} scales the query loss of the MAML family '
+                      f'(maml, fomaml, metasgd, metadrop), not --model {cfg.model}\'s')
     if cfg.backbone.startswith(('resnet', 'wide_resnet')) and cfg.n_channel is not None:
         errors.append(f'--n_channel does not apply to --backbone {cfg.backbone} (its widths '
                       'are fixed; wide_resnet* are the wide ones)')

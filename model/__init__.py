@@ -54,6 +54,7 @@ def _backbone(cfg, way, image_shape):
 def _options(cfg, net):
     """The inner-loop and batch-norm options every MAML-family method takes."""
     return dict(inner_loss=cfg.inner_loss,
+                outer_loss=getattr(cfg, 'outer_loss', 'mean'),
                 bn_mode=getattr(cfg, 'bn_mode', 'transductive'),
                 bn_momentum=getattr(cfg, 'bn_momentum', 0.1),
                 frozen=resolve_frozen(_split(getattr(cfg, 'frozen', '')), list(net.param_shapes())),

@@ -5,8 +5,12 @@ meta-learned but not adapted). Each task adapts theta with the shared inner loop
 support set and is scored on its query set with the adapted weights.
 
 Loss: mean softmax cross-entropy (metadrop's tf.losses.softmax_cross_entropy), in the inner
-and the outer loop. cbfinn/maml instead sums per-example CE / K in the inner loop;
-`inner_loss='maml_sum'` reproduces that scaling.
+and the outer loop. cbfinn/maml instead sums the per-example CE divided by K (its xent:
+softmax CE / update_batch_size, summed by tf.gradients in the inner loop and by reduce_sum
+over the queries, then divided by the metabatch, in the outer loop): `inner_loss='maml_sum'`
+reproduces the inner scaling (way times the mean), `outer_loss='maml_sum'` the outer one
+(way x queries-per-class / K times the mean: x75 at 5-way 1-shot with 15 queries, which
+matters where the meta-gradient is clipped, cbfinn's miniImageNet clip of 10).
 
 Meta-SGD: a learned step size per parameter entry (alpha), the same shapes as theta except
 the head, whose alpha is one column [F, 1] (and [1] for the bias) shared by all classes as
@@ -42,6 +46,19 @@ def cross_entropy(logits, labels):
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
+LOSS_SCALINGS = ('mean', 'maml_sum')
+
+
+def scaled_cross_entropy(kind, logits, labels, n_support):
+    """'mean': mean CE; 'maml_sum' (cbfinn/maml's xent summed): sum_i CE_i / K, where K, the
+    shot, is the support size over the number of classes, whatever the size of `labels`."""
+    if kind == 'maml_sum':
+        shot = tf.cast(n_support, logits.dtype) / tf.cast(tf.shape(logits)[-1], logits.dtype)
+        return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=logits)) / shot
+    return cross_entropy(logits, labels)
+
+
 def accuracy(logits, labels):
     return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=labels.dtype),
                                            labels), tf.float32))
@@ -70,16 +87,18 @@ class MAML(snt.Module):
     def __init__(self, net, inner_lr=0.1, n_steps=5, n_test_steps=None, first_order=False,
                  meta_sgd=False, alpha_init=None, inner_loss='mean', bn_mode='transductive',
                  bn_momentum=0.1, frozen=(), inner_momentum=0., inner_weight_decay=0.,
-                 efficient=False, name='maml'):
+                 efficient=False, outer_loss='mean', name='maml'):
         super().__init__(name=name)
         self.net = net
         self.inner_lr = float(inner_lr)
         self.n_steps = int(n_steps)
         self.n_test_steps = int(n_steps if n_test_steps is None else n_test_steps)
         self.first_order = bool(first_order)
-        if inner_loss not in ('mean', 'maml_sum'):
-            raise ValueError(f'inner_loss must be mean or maml_sum, got {inner_loss!r}')
+        for what, kind in (('inner_loss', inner_loss), ('outer_loss', outer_loss)):
+            if kind not in LOSS_SCALINGS:
+                raise ValueError(f'{what} must be mean or maml_sum, got {kind!r}')
         self.inner_loss_kind = inner_loss
+        self.outer_loss_kind = outer_loss
         if bn_mode not in BN_MODES:
             raise ValueError(f'bn_mode must be one of {", ".join(BN_MODES)}, got {bn_mode!r}')
         if not 0. < bn_momentum <= 1.:
@@ -116,14 +135,9 @@ class MAML(snt.Module):
         return self.inner_lr if self.alpha is None else self.alpha
 
     def support_ce(self, logits, y):
-        """The inner-loop loss of one forward: mean CE, or cbfinn/maml's sum of CE / K."""
-        if self.inner_loss_kind == 'maml_sum':
-            # cbfinn/maml: sum_i CE_i / K, i.e. mean CE scaled by the number of classes.
-            shot = tf.cast(tf.shape(y)[0], logits.dtype) / tf.cast(tf.shape(logits)[-1],
-                                                                   logits.dtype)
-            return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=y, logits=logits)) / shot
-        return cross_entropy(logits, y)
+        """The inner-loop loss of one forward: mean CE, or cbfinn/maml's sum of CE / K
+        (the mean scaled by the number of classes)."""
+        return scaled_cross_entropy(self.inner_loss_kind, logits, y, tf.shape(y)[0])
 
     def inner_loss(self, params, x, y, training=True, norm=None):
         """The loss one inner step descends (stochastic methods draw their noise here)."""
@@ -196,5 +210,8 @@ class MAML(snt.Module):
         return self.predict(adapted.params, x)
 
     def task_loss(self, xs, ys, xq, yq, training=True):
+        """The query loss after adaptation (mean CE, or with outer_loss='maml_sum'
+        cbfinn/maml's sum of query CE / K) and the query accuracy."""
         logits = self.query_logits(self.adapt(xs, ys, training), xq)
-        return cross_entropy(logits, yq), accuracy(logits, yq)
+        loss = scaled_cross_entropy(self.outer_loss_kind, logits, yq, tf.shape(ys)[0])
+        return loss, accuracy(logits, yq)

@@ -195,3 +195,33 @@ def test_mtl_runfiles_carry_the_original_runners_values(name, shot, dataset):
     assert all(c['--dataset'] == dataset and c['--backbone_arch'] == 'resnet12'
                for c in (pre, train, test))
     assert pre['--pretrain_dir'] == train['--pretrain_dir']   # meta-train reads what pretrain wrote
+
+
+@pytest.mark.parametrize('name,values,train_query,test_query', [
+    ('maml_cbfinn_omni_5way1shot.sh', dict(way='5', shot='1', inner_lr='0.4', n_steps='1',
+                                           clip_value='0'), dict(metabatch='32'), '1'),
+    ('maml_cbfinn_omni_20way1shot.sh', dict(way='20', shot='1', inner_lr='0.1', n_steps='5',
+                                            clip_value='0'), dict(metabatch='16'), '1'),
+    ('maml_cbfinn_mimg_1shot.sh', dict(way='5', shot='1', inner_lr='0.01', n_steps='5',
+                                       clip_value='10'), dict(metabatch='4', query='15'), '1'),
+    ('maml_cbfinn_mimg_5shot.sh', dict(way='5', shot='5', inner_lr='0.01', n_steps='5',
+                                       clip_value='10'), dict(metabatch='4', query='15'), '5'),
+])
+def test_cbfinn_runfiles_carry_its_main_py_values(name, values, train_query, test_query):
+    """cbfinn/maml main.py's usage lines; its losses (CE / K summed, inner and outer), its
+    Conv4, meta_lr 1e-3, 60000 iterations; its test: 600 single episodes, 10 steps, K queries."""
+    tr, te = flags_of(name)
+    for d in (tr, te):
+        assert d['--model'] == 'maml' and d['--backbone'] == 'maml_conv4'
+        assert d['--inner_loss'] == 'maml_sum' and d['--outer_loss'] == 'maml_sum'
+        assert d['--meta_lr'] == '1e-3'
+        for k, v in values.items():
+            assert d[f'--{k}'] == v, k
+    assert tr['--mode'] == 'meta_train' and tr['--n_train_iters'] == '59999'
+    for k, v in train_query.items():
+        assert tr[f'--{k}'] == v, k
+    if 'query' not in train_query:   # Omniglot: update_batch_size * 2 examples per class
+        assert tr['--query'] == values['shot']
+    assert te['--mode'] == 'meta_test' and te['--metabatch'] == '1'
+    assert te['--n_test_steps'] == '10' and te['--n_test_iters'] == '600'
+    assert te['--query'] == test_query
