@@ -161,8 +161,10 @@ flags.DEFINE_string('frozen', '', 'Comma-separated parameters left out of the in
                     'layer2, dense; encoder = all but the head; classifier = the head.')
 flags.DEFINE_float('inner_momentum', 0., 'Heavy-ball momentum of the inner SGD (PyTorch-MAML).')
 flags.DEFINE_float('inner_weight_decay', 0., 'L2 weight decay of the inner SGD (PyTorch-MAML).')
-flags.DEFINE_enum('optimizer', 'adam', ['adam', 'sgd'], 'Outer optimiser: adam (TF1 Adam, '
-                  'the originals) or sgd (with --momentum, torch semantics).')
+flags.DEFINE_enum('optimizer', 'adam', ['adam', 'torch_adam', 'sgd'], 'Outer optimiser: adam '
+                  '(TF1 Adam, the TF originals), torch_adam (torch.optim.Adam, PyTorch-MAML: '
+                  'epsilon added after the bias correction) or sgd (with --momentum, torch '
+                  'semantics).')
 flags.DEFINE_float('momentum', 0.9, '--optimizer sgd: momentum (PyTorch-MAML fixes 0.9).')
 flags.DEFINE_float('weight_decay', 0., 'Outer L2 weight decay added to the meta-gradient '
                    "(torch's coupled weight_decay; PyTorch-MAML templates: 5e-4).")

@@ -5,6 +5,8 @@ tf.compat.v1.train.AdamOptimizer (used by cbfinn/maml, metadrop, l2b, LEO, MTL):
   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
   var -= lr_t * m / (sqrt(v) + epsilon)            (epsilon 1e-8, outside the correction)
 Keras' Adam differs (epsilon 1e-7 and inside the bias correction), hence this module.
+torch.optim.Adam (PyTorch-MAML's `adam`) adds epsilon to the bias-corrected sqrt(v) instead:
+`TorchAdam` (--optimizer torch_adam).
 Slots are created up front for a fixed variable list, so the whole state is a plain
 tf.Module that tf.train.Checkpoint saves and restores.
 
@@ -17,17 +19,17 @@ import math
 
 import tensorflow as tf
 
-OPTIMIZERS = ('adam', 'sgd')
+OPTIMIZERS = ('adam', 'torch_adam', 'sgd')
 SCHEDULES = ('constant', 'step', 'cosine')
 
 
 class Adam(tf.Module):
     def __init__(self, variables, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8,
-                 weight_decay=0., name='adam'):
+                 weight_decay=0., name='adam', lr_dtype=tf.float32):
         super().__init__(name=name)
         self.variables_to_train = list(variables)
         self.weight_decay = float(weight_decay)
-        self.learning_rate = tf.Variable(learning_rate, dtype=tf.float32, trainable=False,
+        self.learning_rate = tf.Variable(learning_rate, dtype=lr_dtype, trainable=False,
                                          name='learning_rate')
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
@@ -37,30 +39,68 @@ class Adam(tf.Module):
             self.v = [tf.Variable(tf.zeros_like(v), trainable=False, name='v')
                       for v in self.variables_to_train]
 
-    def apply(self, grads):
-        """One update with `grads`, aligned with the variable list (None = no gradient)."""
-        self.step.assign_add(1)
-        t = tf.cast(self.step, tf.float32)
-        lr_t = self.learning_rate * tf.sqrt(1. - self.beta2 ** t) / (1. - self.beta1 ** t)
+    def with_slots(self, grads):
+        """(variable, m, v, gradient plus the coupled weight decay) for every variable that
+        has a gradient (`grads` aligned with the variable list, None = no gradient)."""
         for var, m, v, g in zip(self.variables_to_train, self.m, self.v, grads):
             if g is None:
                 continue
             g = tf.cast(g, var.dtype)
             if self.weight_decay:
                 g = g + self.weight_decay * var
+            yield var, m, v, g
+
+    def apply(self, grads):
+        """One update with `grads`, aligned with the variable list (None = no gradient)."""
+        self.step.assign_add(1)
+        t = tf.cast(self.step, tf.float32)
+        lr_t = self.learning_rate * tf.sqrt(1. - self.beta2 ** t) / (1. - self.beta1 ** t)
+        for var, m, v, g in self.with_slots(grads):
             m.assign(self.beta1 * m + (1. - self.beta1) * g)
             v.assign(self.beta2 * v + (1. - self.beta2) * tf.square(g))
             var.assign_sub(tf.cast(lr_t, var.dtype) * m / (tf.sqrt(v) + self.epsilon))
 
 
+class TorchAdam(Adam):
+    """torch.optim.Adam, as PyTorch-MAML's train_reproduce.yaml uses it (`adam`, lr 1e-3):
+      m <- m + (1 - beta1) (g - m)                       (torch's lerp)
+      v <- beta2 v + (1 - beta2) g^2
+      var -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + epsilon)
+    TF1's Adam adds epsilon to the raw sqrt(v), so its epsilon is in effect
+    epsilon / sqrt(1 - beta2^t) here: 31.6 times torch's at the first step, and the updates
+    of parameters with small gradients differ. As in torch the bias corrections are Python
+    (float64) numbers, and so is the learning rate (a float32 1e-3 is 1e-3 (1 + 4.7e-8)).
+    Same slots as Adam (m, v, step); coupled weight decay as torch's."""
+
+    def __init__(self, variables, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8,
+                 weight_decay=0., name='torch_adam'):
+        super().__init__(variables, learning_rate, beta1, beta2, epsilon, weight_decay, name,
+                         lr_dtype=tf.float64)
+
+    def apply(self, grads):
+        self.step.assign_add(1)
+        t = tf.cast(self.step, tf.float64)
+        step_size = self.learning_rate / (1. - self.beta1 ** t)
+        correction2_sqrt = tf.sqrt(1. - self.beta2 ** t)
+        for var, m, v, g in self.with_slots(grads):
+            m.assign(m + (1. - self.beta1) * (g - m))
+            v.assign(self.beta2 * v + (1. - self.beta2) * tf.square(g))
+            denom = tf.sqrt(v) / tf.cast(correction2_sqrt, var.dtype) + self.epsilon
+            var.assign_sub(tf.cast(step_size, var.dtype) * (m / denom))
+
+
 class SGD(tf.Module):
-    """torch.optim.SGD with momentum and coupled weight decay (PyTorch-MAML's `sgd`)."""
+    """torch.optim.SGD with momentum and coupled weight decay (PyTorch-MAML's `sgd`).
+
+    lr_dtype: the learning rate's dtype. float32 (what checkpoints hold) equals torch's in
+    float32; float64 models need tf.float64 for torch's Python-float rate (a float32 0.01
+    is 0.01 (1 - 2.2e-8))."""
 
     def __init__(self, variables, learning_rate=1e-2, momentum=0.9, weight_decay=0.,
-                 name='sgd'):
+                 name='sgd', lr_dtype=tf.float32):
         super().__init__(name=name)
         self.variables_to_train = list(variables)
-        self.learning_rate = tf.Variable(learning_rate, dtype=tf.float32, trainable=False,
+        self.learning_rate = tf.Variable(learning_rate, dtype=lr_dtype, trainable=False,
                                          name='learning_rate')
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
@@ -87,6 +127,8 @@ class SGD(tf.Module):
 def make_optimizer(name, variables, learning_rate, momentum=0.9, weight_decay=0.):
     if name == 'adam':
         return Adam(variables, learning_rate, weight_decay=weight_decay)
+    if name == 'torch_adam':
+        return TorchAdam(variables, learning_rate, weight_decay=weight_decay)
     if name == 'sgd':
         return SGD(variables, learning_rate, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f'unknown optimizer {name!r}; choose one of {", ".join(OPTIMIZERS)}')
