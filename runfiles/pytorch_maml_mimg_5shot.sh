@@ -8,9 +8,12 @@
 # 10 inner steps. PyTorch-MAML tests its best-validation checkpoint (max-va.pth); this project
 # tests the last one. Its interval is a t-interval over 4-episode batches; ours is 1.96 std /
 # sqrt(n) over episodes.
+# --optimizer torch_adam: its Adam is torch.optim.Adam, whose epsilon is added after the bias
+# correction (TF1's Adam, this project's default, adds it before: a different update wherever
+# a gradient is small).
 set -e
 DATA_ROOT=${DATA_ROOT:-./data}
 SAVEDIR=${SAVEDIR:-./results/pytorch_maml/mimg_5shot}
 COMMON="--dataset mimgnet --data_root $DATA_ROOT --model maml --backbone convnet4 --way 5 --shot 5 --n_steps 5 --inner_lr 0.01 --frozen bn --meta_lr 1e-3 --clip_value 10 --metabatch 4 --mimgnet_layout csv"
-python main.py --mode meta_train --savedir $SAVEDIR --query 15 --n_train_iters 59999 --val_freq 200 --n_val_batches 200 --save_freq 200 $COMMON "$@"
+python main.py --mode meta_train --savedir $SAVEDIR --optimizer torch_adam --query 15 --n_train_iters 59999 --val_freq 200 --n_val_batches 200 --save_freq 200 $COMMON "$@"
 python main.py --mode meta_test --savedir $SAVEDIR --query 5 --n_test_iters 600 --n_test_steps 10 $COMMON "$@"

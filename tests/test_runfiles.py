@@ -77,9 +77,11 @@ def test_metadrop_runfiles_use_the_originals_values(name, train, test):
     ('pytorch_maml_tiered_1shot.sh', 'wide_convnet4', '1'),
     ('pytorch_maml_tiered_5shot.sh', 'wide_convnet4', '5')])
 def test_pytorch_maml_reproduce_runfiles(name, backbone, query):
-    """train_reproduce.yaml / test_reproduce.yaml: frozen BN, lr 0.01, Adam 1e-3, clip 10,
-    4 episodes per batch, 60000 updates; 600 test episodes with 1 (5) queries and 10 steps."""
+    """train_reproduce.yaml / test_reproduce.yaml: frozen BN, lr 0.01, torch's Adam 1e-3
+    (--optimizer torch_adam, tests/golden/test_pytorch_maml.py), clip 10, 4 episodes per batch,
+    60000 updates; 600 test episodes with 1 (5) queries and 10 steps."""
     train, test = flags_of(name)
+    assert train['--optimizer'] == 'torch_adam'
     for f in (train, test):
         assert (f['--backbone'], f['--frozen'], f['--inner_lr'], f['--clip_value'],
                 f['--metabatch'], f['--way']) == (backbone, 'bn', '0.01', '10', '4', '5')
