@@ -10,9 +10,10 @@ Backbones (`MtlBackbone`), as the original's models/resnet12.py and resnet18.py:
   activated before the add too), plus a bare 1x1 conv shortcut (no bias, BN or activation),
   the add, no activation after it, a 2x2 stride-2 VALID max-pool and dropout (pre-training
   only); 84 -> 42 -> 21 -> 10 -> 5, then a 5x5 VALID average pool -> 512-d features;
-- ResNet-18: the input resized bilinearly to 224 in the graph; a 7x7 stride-1 stem conv block
-  and a 3x3 stride-2 SAME max-pool; eight blocks of two conv blocks plus a 1x1 conv shortcut,
-  a 2x2 SAME max-pool after the second block of each stage; 7x7 average pool -> 512-d;
+- ResNet-18: the input resized bilinearly to 224 in the graph (TF 1.x sampling, no half-pixel
+  centres); a 7x7 stride-1 stem conv block and a 3x3 stride-2 SAME max-pool; eight blocks
+  of two conv blocks plus a 1x1 conv shortcut, a 2x2 SAME max-pool after the second block
+  of each stage; 7x7 average pool -> 512-d;
 - Glorot-uniform kernels (xavier_initializer_conv2d), zero biases.
 The weights keep the original's names (block1_conv1, block1_bias1, block1_conv_res, ...;
 block0_1_conv1, block1_1_conv1, ... for ResNet-18), so its released npy files map one to one.
@@ -178,7 +179,11 @@ class MtlBackbone(snt.Module):
         if self.image_shape[:2] != (self.img_size, self.img_size):
             h = tf.image.resize(h, [self.img_size, self.img_size], method='bilinear')
         if self.arch == 'resnet18':
-            h = tf.image.resize(h, [RESNET18_INPUT, RESNET18_INPUT], method='bilinear')
+            # The original's tf.image.resize_images (TF 1.x): bilinear without half-pixel
+            # centres. TF 2's tf.image.resize uses them, which shifts the sampling grid and
+            # changed the features by ~7% of their scale (tests/golden/test_mtl.py).
+            h = tf.compat.v1.image.resize_images(h, [RESNET18_INPUT, RESNET18_INPUT],
+                                                 tf.compat.v1.image.ResizeMethod.BILINEAR)
         return h
 
     def conv_block(self, h, kernel_key, ss, weights):

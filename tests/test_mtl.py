@@ -83,6 +83,16 @@ def test_resnet18_shapes_names_and_ss_counts():
     assert (scales, shifts) == (1220800, 3904)
 
 
+def test_resnet18_resizes_as_tf1_without_half_pixel_centres():
+    """The original's tf.image.resize_images (TF 1.x) samples output pixel i at input
+    coordinate i * 84 / 224 (clamped); TF 2's half-pixel centres would sample
+    (i + 0.5) * 84 / 224 - 0.5. On a ramp the resized row is that coordinate."""
+    net = mtl.MtlBackbone('resnet18')
+    ramp = np.broadcast_to(np.arange(84, dtype=np.float32)[None, :, None], (84, 84, 3))
+    row = net.prepare(ramp[None]).numpy()[0, 0, :, 0]
+    np.testing.assert_allclose(row, np.minimum(np.arange(224) * 84 / 224, 83), atol=1e-4)
+
+
 def test_batch_norm_is_affine_free_batch_statistics_and_leaky_slope_is_0_1():
     x = tf.random.normal([6, 4, 4, 3]) * 3 + 2
     y = mtl.normalize(x, 'batch_norm').numpy()
