@@ -13,13 +13,14 @@
 #    by horizontal flips, 1 queries per class; the accuracy after every step in
 #    meta_test.csv, the last one in meta_test.log.
 # Data: $DATA_ROOT/fc100/{train,val,test}/<class>/<image> (84x84): python data/get_data.py --dataset fc100.
-# The head of the pre-training has 60 outputs, the meta-train classes (the original
-# keeps 64 unless --pretrain_class_num is passed; pass 64 for its exact network).
+# --pretrain_class_num 64: the original's pre-training head keeps main.py's 64 outputs on
+# FC100's 60 meta-train classes (run_experiment.py never sets it; four outputs are never a
+# label but still share the softmax). Leave the flag out for a 60-way head (our default).
 set -e
 DATA_ROOT=${DATA_ROOT:-./data}
 OUT=${OUT:-./results/mtl/fc100_1shot}
 PRETRAIN=${PRETRAIN:-./results/mtl/fc100_pretrain}
 COMMON="--model mtl --dataset fc100 --data_root $DATA_ROOT --backbone_arch resnet12 --way_num 5 --pretrain_dir $PRETRAIN"
-python main.py --mode pretrain --savedir $OUT --pretrain_iterations 20000 --pre_lr 1e-3 --pre_lr_dropstep 5000 --pretrain_batch_size 64 --pretrain_dropout_keep 0.9 --pre_save_step 1000 $COMMON "$@"
+python main.py --mode pretrain --savedir $OUT --pretrain_iterations 20000 --pre_lr 1e-3 --pre_lr_dropstep 5000 --pretrain_batch_size 64 --pretrain_dropout_keep 0.9 --pre_save_step 1000 --pretrain_class_num 64 $COMMON "$@"
 python main.py --mode meta_train --savedir $OUT --shot_num 1 --pre_iter 10000 --metatrain_iterations 20000 --meta_batch_size 2 --train_base_epoch_num 20 --base_lr 1e-3 --meta_lr 1e-3 --lr_drop_step 1000 --min_meta_lr 1e-4 --meta_save_step 100 --meta_val_print_step 100 $COMMON "$@"
 python main.py --mode meta_test --savedir $OUT --shot_num 1 --test_base_epoch_num 100 $COMMON "$@"

@@ -197,6 +197,8 @@ def test_mtl_runfiles_carry_the_original_runners_values(name, shot, dataset):
     assert all(c['--dataset'] == dataset and c['--backbone_arch'] == 'resnet12'
                for c in (pre, train, test))
     assert pre['--pretrain_dir'] == train['--pretrain_dir']   # meta-train reads what pretrain wrote
+    # The original's head has 64 outputs on every dataset (mini: its 64 classes, our default).
+    assert pre.get('--pretrain_class_num') == ('64' if dataset == 'fc100' else None)
 
 
 @pytest.mark.parametrize('name,values,train_query,test_query', [
