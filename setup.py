@@ -24,11 +24,12 @@ setup(
     ],
     extras_require={
         'plot': ['matplotlib>=3.5', 'scikit-learn>=1.0'],
-        # The golden tests (tests/golden/) run fmu2/PyTorch-MAML's own code beside ours. Pinned:
-        # 2.13.0 is the CPU build on the project's machines; an open range would pull a
-        # multi-GB CUDA build from the registry.
-        'golden': ['torch==2.13.0'],
-        'dev': ['pytest>=7', 'matplotlib>=3.5', 'scikit-learn>=1.0', 'torch==2.13.0'],
+        # The golden tests (tests/golden/) run fmu2/PyTorch-MAML's own code beside ours and
+        # read its YAML configs. torch pinned: 2.13.0 is the CPU build on the project's
+        # machines; an open range would pull a multi-GB CUDA build from the registry.
+        'golden': ['torch==2.13.0', 'pyyaml>=5.1'],
+        'dev': ['pytest>=7', 'matplotlib>=3.5', 'scikit-learn>=1.0', 'torch==2.13.0',
+                'pyyaml>=5.1'],
     },
     entry_points={'console_scripts': ['metalearn=main:run']},
 )
