@@ -32,6 +32,7 @@ default; `l2b_padding=True` keeps l2b's behaviour. The inference network masks t
 either way, as l2b does.
 """
 import collections
+from typing import NamedTuple
 
 import sonnet as snt
 import tensorflow as tf
@@ -123,6 +124,15 @@ class InferenceNetwork(snt.Module):
             # omega: one value per class ([way, 1] -> [way]); gamma, z: [1, n] -> [n].
             out[name] = (tf.reshape(mu, [-1]), tf.reshape(tf.nn.softplus(raw), [-1]))
         return out
+
+
+class TaskAdaptation(NamedTuple):
+    """One task's adaptation (`TAML.adapt_task`)."""
+    params: collections.OrderedDict   # the adapted fast weights
+    kl: tf.Tensor                     # KL of the posteriors that are on, unscaled
+    n: tf.Tensor                      # N, the support size the inner loss and KL scale by
+    losses: tf.Tensor                 # the inner loss before each step [steps]
+    values: dict                      # the drawn omega / gamma / z (those that are on)
 
 
 class TAML(MAML):
@@ -232,9 +242,9 @@ class TAML(MAML):
         return tf.reduce_sum(tf.nn.softmax(omega) * per_class)
 
     def adapt_task(self, xs, ys, training, sample, post=None):
-        """(adapted fast weights, KL, N) for one task: the balancing variables, the
-        modulated initialisation and the inner loop. `post`: the task's posterior, if
-        already computed (it does not depend on the draw)."""
+        """One task's TaskAdaptation: the balancing variables, the modulated
+        initialisation and the inner loop. `post`: the task's posterior, if already
+        computed (it does not depend on the draw)."""
         values, kl = self.draw(self.posterior(xs, ys) if post is None else post, sample)
         x, y = (xs, ys) if self.l2b_padding else self.real_rows(xs, ys)
         n = tf.cast(tf.shape(y)[0], self.net.dtype)
@@ -242,14 +252,14 @@ class TAML(MAML):
         if 'z' in values:
             start = self.modulate(start, values['z'])
         scale = self.layer_scale(values['gamma']) if 'gamma' in values else None
-        fast, _ = inner_loop.gradient_descent(
+        fast, losses = inner_loop.gradient_descent(
             lambda p: self.weighted_ce(self.net(x, p), y, n, values.get('omega')),
             start, self.n_steps if training else self.n_test_steps, self.step_size(),
             first_order=self.first_order, layer_scale=scale, unroll=training)
-        return fast, kl, n
+        return TaskAdaptation(fast, kl, n, losses, values)
 
     def task_loss(self, xs, ys, xq, yq, training=True):
-        fast, kl, n = self.adapt_task(xs, ys, training, sample=training)
+        fast, kl, n, _, _ = self.adapt_task(xs, ys, training, sample=training)
         logits = self.net(xq, fast)
         cent = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(yq, logits))
         kl = kl / (n + tf.cast(tf.shape(yq)[0], kl.dtype))
@@ -265,7 +275,8 @@ class TAML(MAML):
         post = self.posterior(xs, ys)   # once per task; only the draws differ per pass
         passes = []
         for _ in range(max(n_mc, 1)):
-            fast, kl, n = self.adapt_task(xs, ys, training=False, sample=n_mc > 0, post=post)
+            fast, kl, n, _, _ = self.adapt_task(xs, ys, training=False, sample=n_mc > 0,
+                                                post=post)
             passes.append(tf.nn.softmax(self.net(xq, fast)))
         prob = tf.add_n(passes) / len(passes)
         picked = tf.gather(prob, yq, batch_dims=1)

@@ -235,7 +235,7 @@ def test_monte_carlo_passes_average_the_softmax_outputs():
     probs = []
     for value in (0.5, -0.5):
         fixed_noise(model, value)
-        fast, _, _ = model.adapt_task(ep[0], ep[1], training=False, sample=True)
+        fast = model.adapt_task(ep[0], ep[1], training=False, sample=True).params
         probs.append(tf.nn.softmax(model.net(ep[2], fast)).numpy())
     avg = np.mean(probs, 0)
     assert float(cent) == pytest.approx(-np.mean(np.log(avg[np.arange(len(ep[3])), ep[3]])),
