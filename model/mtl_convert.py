@@ -55,9 +55,9 @@ def read_npy_dict(path):
     return {str(k): np.asarray(v) for k, v in obj.items()}
 
 
-def assign_all(what, arrays, targets, ignore=()):
-    """Assigns arrays[k] to targets[k] for every k, after checking names and shapes."""
-    arrays = {k: v for k, v in arrays.items() if k not in ignore}
+def mismatches(arrays, targets):
+    """What keeps arrays (name -> array) from filling targets (name -> variable): missing,
+    unexpected and misshapen names, as phrases (also model/maml_convert.py's)."""
     missing = sorted(set(targets) - set(arrays))
     extra = sorted(set(arrays) - set(targets))
     wrong = [f'{k}: {list(arrays[k].shape)} in the file, {targets[k].shape.as_list()} here'
@@ -69,6 +69,13 @@ def assign_all(what, arrays, targets, ignore=()):
         problems.append(f'unexpected {", ".join(extra)}')
     if wrong:
         problems.append('shapes differ: ' + '; '.join(wrong))
+    return problems
+
+
+def assign_all(what, arrays, targets, ignore=()):
+    """Assigns arrays[k] to targets[k] for every k, after checking names and shapes."""
+    arrays = {k: v for k, v in arrays.items() if k not in ignore}
+    problems = mismatches(arrays, targets)
     if problems:
         raise ConvertError(f'{what} does not fit this model ({"; ".join(problems)}). Check '
                            '--backbone_arch and --way (and that the file is the right one)')
