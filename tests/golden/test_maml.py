@@ -312,8 +312,8 @@ def test_meta_loss_and_meta_gradient(compared, method):
 
 
 # ---- the released checkpoint, converted ------------------------------------------------------
-RELEASED = ('logs/miniimagenet1shot/cls_5.mbs_4.ubs_1.numstep5.updatelr0.01hidden32maxpoolbatchnorm/'
-            'model59000')
+RELEASED = ('logs/miniimagenet1shot/'
+            'cls_5.mbs_4.ubs_1.numstep5.updatelr0.01hidden32maxpoolbatchnorm/model59000')
 TEST_STEPS = 10   # cbfinn's main.py: test_num_updates = 10 at test, update_lr 0.01
 
 
