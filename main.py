@@ -291,6 +291,10 @@ flags.DEFINE_boolean('evaluation_mode', False, "--model leo: the original's swit
                      '--mode meta_test.')
 flags.DEFINE_alias('num_classes', 'way')
 flags.DEFINE_alias('num_tr_examples_per_class', 'shot')
+flags.DEFINE_boolean('original_kl_estimate', False, "--model leo: the latent KL's log q(z) as "
+                     "the original's tfp Normal.log_prob computes it, from (z / sigma - mu / "
+                     'sigma)^2, which loses precision where sigma sits at its 1e-10 floor (the '
+                     "KL's value only; its gradient is the same). Default: from the draw eps.")
 flags.DEFINE_alias('num_val_examples_per_class', 'query')
 flags.DEFINE_alias('metatrain_batch_size', 'metabatch')
 flags.DEFINE_alias('outer_lr', 'meta_lr')

@@ -104,7 +104,8 @@ def _build_leo(cfg, way, image_shape):
                     encoder_penalty_weight=cfg.encoder_penalty_weight,
                     l2_penalty_weight=cfg.l2_penalty_weight,
                     orthogonality_penalty_weight=cfg.orthogonality_penalty_weight,
-                    use_64bits_dtype=cfg.use_64bits_dtype)
+                    use_64bits_dtype=cfg.use_64bits_dtype,
+                    original_kl_estimate=getattr(cfg, 'original_kl_estimate', False))
 
 
 def _build_mtl(cfg, way, image_shape):

@@ -63,7 +63,7 @@ class LEO(snt.Module):
                  finetuning_unroll_length=5, inner_lr_init=1.0, finetuning_lr_init=0.001,
                  dropout_rate=0.5, kl_weight=1e-3, encoder_penalty_weight=1e-9,
                  l2_penalty_weight=1e-8, orthogonality_penalty_weight=1e-3,
-                 use_64bits_dtype=True, name='leo'):
+                 use_64bits_dtype=True, original_kl_estimate=False, name='leo'):
         super().__init__(name=name)
         if inner_unroll_length < 1:
             raise ValueError(f'inner_unroll_length must be >= 1, got {inner_unroll_length}')
@@ -82,6 +82,7 @@ class LEO(snt.Module):
         self.l2_penalty_weight = float(l2_penalty_weight)
         self.orthogonality_penalty_weight = float(orthogonality_penalty_weight)
         self.dtype = tf.float64 if use_64bits_dtype else tf.float32
+        self.original_kl_estimate = bool(original_kl_estimate)
         # "Glorot-like": the weights' sigma at u = 0 is the Glorot std of an N x D layer.
         self.stddev_offset = math.sqrt(2. / (self.way + self.embedding_dim))
         L, D = self.num_latents, self.embedding_dim
@@ -120,9 +121,19 @@ class LEO(snt.Module):
         with fixed values)."""
         return tf.random.normal(shape, dtype=dtype)
 
+    @staticmethod
+    def keep_mask(shape, rate, dtype):
+        """Dropout's keep mask, uniform >= rate as tf.nn.dropout draws it (a test may replace
+        it with fixed masks)."""
+        return tf.random.uniform(shape, dtype=dtype) >= rate
+
     def dropout(self, x, training):
+        """tf.nn.dropout's computation, where(keep, x * (1 / (1 - rate)), 0), with the mask
+        from keep_mask."""
         if training and self.dropout_rate > 0:
-            return tf.nn.dropout(x, rate=self.dropout_rate)
+            scale = tf.constant(1. / (1. - self.dropout_rate), x.dtype)
+            return tf.where(self.keep_mask(tf.shape(x), self.dropout_rate, x.dtype), x * scale,
+                            tf.zeros([], x.dtype))
         return x
 
     @staticmethod
@@ -162,10 +173,17 @@ class LEO(snt.Module):
         sigma = tf.maximum(tf.exp(u) - (1. - stddev_offset), SIGMA_FLOOR)
         eps = self.noise(tf.shape(means), means.dtype)
         z = means + sigma * eps
-        # (z - means) / sigma is eps, value and gradient (the two paths through z cancel);
-        # written as eps it keeps its precision when sigma sits at the 1e-10 floor, where
-        # the original's (z - means) / sigma is rounding noise of means / 1e-10.
-        log_q = -0.5 * tf.square(eps) - tf.math.log(sigma)
+        # (z - mu) / sigma is eps, value and gradient (the two paths through z cancel, and
+        # none reaches u through the floor). Written as eps it keeps its precision where
+        # sigma sits at the 1e-10 floor; the original's tfp Normal.log_prob computes
+        # (z / sigma - mu / sigma)^2, rounding noise of mu / 1e-10 there (0 in float32: the
+        # entry's eps^2 / 2 is lost from the KL's value). original_kl_estimate computes it
+        # that way: only the KL's value differs, never its gradient.
+        if self.original_kl_estimate:
+            log_q = (-0.5 * tf.math.squared_difference(z / sigma, means / sigma)
+                     - tf.math.log(sigma))
+        else:
+            log_q = -0.5 * tf.square(eps) - tf.math.log(sigma)
         log_prior = -0.5 * tf.square(z)   # the 1/2 log(2 pi) of both cancel
         return z, tf.reduce_mean(log_q - log_prior, axis=[1, 2, 3])
 

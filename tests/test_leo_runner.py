@@ -199,3 +199,29 @@ def test_leo_learns_above_chance_on_gaussian_embeddings(tmp_path):
     assert result['n_episodes'] == 400
     assert result['accuracy'] / 100. > 0.35, (result, bayes)
     assert result['accuracy'] / 100. < bayes + 0.05
+
+
+MINI_1SHOT = ['--outer_lr=2.739071e-4', '--l2_penalty_weight=3.623413e-10',
+              '--orthogonality_penalty_weight=0.188103', '--dropout_rate=0.307651',
+              '--kl_weight=0.756143', '--encoder_penalty_weight=5.756821e-6']
+
+
+def test_first_steps_are_finite_on_small_custom_embeddings(tmp_path):
+    """Issue 22: 32-d Gaussian class clusters, the miniImageNet 1-shot hyperparameters, float32
+    as the original's runner, the compiled train step: the first 20 steps (step 0 and 1
+    included, whatever the state) have finite losses and all apply the meta-gradient. The rare
+    non-finite steps such runs do meet are single episodes whose latent loop diverges, in the
+    original's code too (tests/golden/test_leo.py), caught by the guard."""
+    data, _ = leo_gaussian.generate(seed=0, dim=32, subspace=8, tau=0.7, sigma=1.0,
+                                    per_class=PER_CLASS, splits=dict(train=8, val=5, test=6))
+    leo_gaussian.write_leo_pickles(tmp_path / 'emb', data)
+    cfg = main.parse_config(['--model', 'leo', '--dataset', 'leo_custom', '--data_path',
+                             str(tmp_path / 'emb'), '--savedir', str(tmp_path / 'run'),
+                             '--total_examples_per_class', str(PER_CLASS), '--query', '5',
+                             '--metabatch', '4', '--nouse_64bits_dtype', '--noprogress',
+                             *MINI_1SHOT])
+    r = LeoRunner(cfg, log=lambda s: None)
+    sampler = r.sampler('train')
+    for i in range(20):
+        loss, acc, applied, *_ = r.train_step(*r.train_episode(sampler, i))
+        assert math.isfinite(float(loss)) and bool(applied), (i, float(loss))

@@ -123,10 +123,12 @@ def xavier_initializer(uniform=True, seed=None, dtype=tf.float32):
 
 
 def l2_regularizer(scale, scope=None):
-    """tf.contrib.layers.l2_regularizer: scale * sum(w^2) / 2."""
+    """tf.contrib.layers.l2_regularizer: scale * sum(w^2) / 2, the scale converted straight to
+    the weights' dtype as contrib did (tf.cast of a Python float would round it to float32 first,
+    2e-8 off in float64)."""
     def regularizer(weights):
-        return tf.multiply(tf.cast(scale, weights.dtype.base_dtype), tf.nn.l2_loss(weights),
-                           name=scope or 'l2_regularizer')
+        return tf.multiply(tf.convert_to_tensor(scale, dtype=weights.dtype.base_dtype),
+                           tf.nn.l2_loss(weights), name=scope or 'l2_regularizer')
     return regularizer
 
 
