@@ -28,6 +28,12 @@ LEO_DATASET_NAMES = {'miniImageNet': 'leo_mini', 'tieredImageNet': 'leo_tiered'}
 LEO_DEFAULTS = dict(dataset='leo_mini', way=5, shot=1, query=15, metabatch=12, meta_lr=1e-4,
                     n_train_iters=100000, n_steps=5, val_freq=1000, save_freq=1000,
                     print_freq=500, n_val_batches=10, n_test_iters=10000, max_to_keep=5)
+# --model taml: l2b main.py's defaults (dataset cifar, with svhn as OOD dataset; validation
+# on 3000 episodes), and the cadences its main.py fixes (log every 100, validate every 10000,
+# keep 10 checkpoints); the test-time inner steps default to n_steps as in l2b.
+TAML_DEFAULTS = dict(dataset='cifar', way=5, max_shot=50, query=15, metabatch=4, meta_lr=1e-3,
+                     inner_lr=0.5, n_steps=5, n_train_iters=50000, save_freq=10000,
+                     n_test_iters=1000, print_freq=100, val_freq=10000, max_to_keep=10)
 # --model mtl: the original runner's values (mtl tensorflow/run_experiment.py; main.py's own
 # defaults differ: 15000 meta iterations, lr_drop_step 5000, meta_save_step 500).
 MTL_DEFAULTS = dict(dataset='mimgnet', way=5, shot=1, query=15, metabatch=2, meta_lr=1e-3,
@@ -394,8 +400,8 @@ def config_from_flags():
     names = [f.name for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])]
     cfg = types.SimpleNamespace(**{n: FLAGS[n].value for n in names
                                    if n not in ALIASES})
-    if cfg.model == 'taml' and cfg.id_dataset:
-        cfg.dataset = cfg.id_dataset   # l2b's name for the dataset meta-trained on
+    if cfg.model == 'taml':
+        apply_taml_defaults(cfg)
     if cfg.model == 'leo':
         apply_leo_defaults(cfg)
     if cfg.model == 'mtl':
@@ -411,6 +417,21 @@ ALIASES = ('n_test_episodes', 'num_classes', 'num_tr_examples_per_class',
            'metatrain_epite_sample_num', 'meta_batch_size', 'train_base_epoch_num',
            'test_base_epoch_num', 'base_lr', 'metatrain_iterations', 'meta_save_step',
            'meta_val_print_step', 'meta_print_step')
+
+
+def apply_taml_defaults(cfg):
+    """--model taml: l2b main.py's defaults (and its fixed cadences) where the flag was not
+    given; --id_dataset is l2b's name for --dataset."""
+    if cfg.id_dataset:
+        cfg.dataset = cfg.id_dataset   # l2b's name for the dataset meta-trained on
+    for name, value in TAML_DEFAULTS.items():
+        if not FLAGS[name].present and not (name == 'dataset' and cfg.id_dataset):
+            setattr(cfg, name, value)
+    # l2b validates on 3000 episodes, in metabatches; svhn is its OOD set for cifar.
+    if not FLAGS['n_val_batches'].present:
+        cfg.n_val_batches = max(1, 3000 // cfg.metabatch)
+    if not FLAGS['ood_dataset'].present and cfg.dataset == 'cifar':
+        cfg.ood_dataset = 'svhn'
 
 
 def apply_leo_defaults(cfg):

@@ -86,6 +86,36 @@ class TamlRunner(Runner):
                                '(cifar with svhn, mimgnet with cub)')
         self._eval_steps = {}
         self._balancing = None
+        if getattr(cfg, 'mode', 'meta_train') == 'meta_train':
+            self.refuse_validation_on_test_split()
+
+    def refuse_validation_on_test_split(self):
+        """meta_test tests the checkpoint with the best validation score; a dataset with no
+        validation split (metadrop's miniImageNet, Omniglot without --val_alphabets) would
+        validate on its meta-test classes, so that choice would be made on the test set."""
+        for which, dataset in (('--id_dataset', self.dataset), ('--ood_dataset', self.ood)):
+            if dataset is None or not dataset.val_is_test:
+                continue
+            hint = {'mimgnet': "l2b's miniImageNet, which has 16 validation classes: python "
+                               'data/get_data.py --dataset mimgnet --source l2b',
+                    'omniglot': 'validation alphabets of their own: --val_alphabets'}.get(
+                dataset.name, 'a dataset with a validation split')
+            raise RunError(f'{which} {dataset.name} has no validation split ({dataset.description}), '
+                           'so --model taml would choose its meta-test checkpoint on the meta-test '
+                           f'classes; use {hint}')
+
+    def check_config(self, saved=None):
+        """The runner's structural flags, and --max_shot where the inference network is on:
+        its set-size input (n_c - 1) / (max_shot - 1) is normalised by it."""
+        super().check_config(saved)
+        saved = self.saved_config() if saved is None else saved
+        cfg = self.cfg
+        encoder = any(getattr(cfg, f'{n}_on', False) for n in ('omega', 'gamma', 'z'))
+        if encoder and saved and 'max_shot' in saved and saved['max_shot'] != cfg.max_shot:
+            raise RunError(f'{cfg.savedir} holds a checkpoint of a different configuration: '
+                           f'--max_shot {saved["max_shot"]!r} (saved) vs {cfg.max_shot!r} (now), '
+                           'which normalises the inference network\'s set-size input. Use the '
+                           'saved value, or another --savedir for a new run.')
 
     # ---- episodes ------------------------------------------------------------------
     def sampler(self, split, ood=False):

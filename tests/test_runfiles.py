@@ -139,6 +139,12 @@ def test_l2b_runfiles_use_the_originals_values(name, train, test):
     assert [s in tr for s in switches] == [s in te for s in switches]
     cfg = main.parse_config([a for a in commands(RUNFILES[0].parent / name)[1] if a != 'X'])
     assert cfg.n_test_iters == 1000 and cfg.dataset == ('cifar' if ood == 'svhn' else 'mimgnet')
+    # Named after l2b, so l2b's computation, its padding bug included, and the flag explained.
+    text = (RUNFILES[0].parent / name).read_text()
+    assert tr['--l2b_padding'] is True and te['--l2b_padding'] is True
+    assert re.search(r'^# --l2b_padding: ', text, re.M)
+    if ood == 'cub':   # l2b's miniImageNet, whose validation classes checkpoint selection uses
+        assert 'get_data.py --dataset mimgnet --source l2b' in text
 
 
 @pytest.mark.parametrize('name,dataset,shot,values', [

@@ -10,6 +10,7 @@ import pytest
 from absl import app
 
 import main
+from model.runner import RunError
 from model.taml_runner import TamlRunner, gamma_table, omega_table
 
 TINY = ['--model', 'taml', '--dataset', 'synthetic', '--way', '3', '--max_shot', '4',
@@ -116,6 +117,56 @@ def test_id_dataset_is_the_dataset_trained_on():
     cfg = main.parse_config(['--savedir', '/tmp/x', '--model', 'taml', '--id_dataset', 'cifar',
                              '--ood_dataset', 'svhn', '--n_test_episodes', '250'])
     assert cfg.dataset == 'cifar' and cfg.n_test_iters == 250
+
+
+def test_bare_model_taml_takes_l2bs_defaults():
+    """l2b main.py's argparse defaults and its fixed cadences, unless a flag is given."""
+    cfg = main.parse_config(['--savedir', '/tmp/x', '--model', 'taml'])
+    assert (cfg.dataset, cfg.ood_dataset, cfg.way, cfg.max_shot, cfg.query) == \
+        ('cifar', 'svhn', 5, 50, 15)
+    assert (cfg.metabatch, cfg.meta_lr, cfg.inner_lr, cfg.n_steps, cfg.n_test_steps) == \
+        (4, 1e-3, 0.5, 5, None)
+    assert (cfg.n_train_iters, cfg.save_freq, cfg.n_test_iters, cfg.clip_value) == \
+        (50000, 10000, 1000, 3.0)
+    assert (cfg.print_freq, cfg.val_freq, cfg.n_val_batches, cfg.max_to_keep,
+            cfg.balance_freq) == (100, 10000, 750, 10, 1000)
+    assert not (cfg.alpha_on or cfg.omega_on or cfg.gamma_on or cfg.z_on or cfg.l2b_padding)
+    cfg = main.parse_config(['--savedir', '/tmp/x', '--model', 'taml', '--id_dataset', 'mimgnet',
+                             '--metabatch', '1', '--way', '10', '--n_test_episodes', '300'])
+    assert (cfg.dataset, cfg.ood_dataset, cfg.way, cfg.n_val_batches, cfg.n_test_iters) == \
+        ('mimgnet', '', 10, 3000, 300)
+    # The MAML family keeps metadrop's.
+    cfg = main.parse_config(['--savedir', '/tmp/x', '--model', 'maml'])
+    assert (cfg.dataset, cfg.way, cfg.metabatch, cfg.query) == ('omniglot', 20, 16, 5)
+
+
+def test_meta_train_refuses_to_validate_on_the_meta_test_split(tmp_path, monkeypatch):
+    """Without a validation split the best checkpoint would be chosen on meta-test classes."""
+    from data import datasets
+    from model import runner as runner_module
+
+    def without_validation(*args, **kwargs):
+        ds = datasets.load_dataset(*args, **kwargs)
+        return ds._replace(val=ds.test, val_is_test=True)
+
+    monkeypatch.setattr(runner_module, 'load_dataset', without_validation)
+    with pytest.raises(RunError, match=r'--id_dataset synthetic has no validation split .*'
+                                       r'choose its meta-test checkpoint on the meta-test'):
+        runner(tmp_path, '--omega_on')
+    assert not list(tmp_path.iterdir())   # refused before anything was written
+    runner(tmp_path, '--mode', 'meta_test', '--omega_on')   # testing is not choosing
+
+
+def test_max_shot_is_structural_with_the_inference_network(tmp_path):
+    """A checkpoint trained with max_shot 4 (the set-size input of the inference network is
+    (n_c - 1) / 3) refuses to be resumed or tested with another max_shot."""
+    saved = runner(tmp_path, '--omega_on').config_dict()
+    with pytest.raises(RunError, match=r"--max_shot 4 \(saved\) vs 5 \(now\)"):
+        runner(tmp_path, '--omega_on', '--mode', 'meta_test', '--max_shot', '5').check_config(saved)
+    runner(tmp_path, '--omega_on', '--mode', 'meta_test').check_config(saved)
+    # Without omega, gamma or z there is no inference network: max_shot only shapes episodes.
+    saved = runner(tmp_path).config_dict()
+    runner(tmp_path, '--mode', 'meta_test', '--max_shot', '5').check_config(saved)
 
 
 @pytest.mark.slow
