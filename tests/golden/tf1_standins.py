@@ -76,14 +76,17 @@ def _layer_scope(name, default, reuse):
 
 def dense(inputs, units, activation=None, use_bias=True, kernel_initializer=None,
           bias_initializer=v1.zeros_initializer(), name=None, reuse=None):
-    """tf.layers.dense for 2-D inputs: variables ``<name>/kernel`` [in, units], ``<name>/bias``."""
+    """tf.layers.dense: variables ``<name>/kernel`` [in, units], ``<name>/bias``. A 2-D input is
+    a matmul; a higher-rank one (l2b's encoder passes [way, 64, 3] and [1, 32, 3]) is contracted
+    on its last axis with tensordot, as TF 1.x's Dense.call did, so [..., in] -> [..., units]."""
     inputs = tf.convert_to_tensor(inputs)
-    if inputs.shape.rank != 2:
-        raise NotImplementedError('dense stand-in: 2-D inputs only (what the originals pass)')
     with _layer_scope(name, 'dense', reuse):
         kernel = v1.get_variable('kernel', [inputs.shape[-1], units], inputs.dtype,
                                  kernel_initializer or v1.glorot_uniform_initializer())
-        outputs = tf.matmul(inputs, kernel)
+        if inputs.shape.rank > 2:
+            outputs = tf.tensordot(inputs, kernel, [[inputs.shape.rank - 1], [0]])
+        else:
+            outputs = tf.matmul(inputs, kernel)
         if use_bias:
             outputs += v1.get_variable('bias', [units], inputs.dtype, bias_initializer)
     return activation(outputs) if activation is not None else outputs
