@@ -33,8 +33,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .datasets import DatasetError, FewShotDataset
-from .perclass import (SPLIT_FILES, file_signature, is_up_to_date, load_pickle, read_split,
-                       split_summary, storage_note, write_classes, write_info)
+from .perclass import (SPLIT_FILES, is_up_to_date, load_pickle, read_split, split_summary,
+                       storage_note, write_classes, write_info)
+from .storage import file_signature
 
 NAME = 'cifar'
 IMAGE_SHAPE = (32, 32, 3)
@@ -93,19 +94,19 @@ def load(data_root='./data') -> FewShotDataset:
 
 # ----------------------------------------------------------------------------- building
 
-def _text(x):
+def as_text(x):
     return x.decode('latin1') if isinstance(x, bytes) else x
 
 
-def _read_pickle(path):
+def read_pickle(path):
     """A CIFAR python pickle as a dict with str keys (restricted unpickling)."""
     obj = load_pickle(path)
     if not isinstance(obj, dict):
         raise DatasetError(f'{path} holds a {type(obj).__name__}, not the dict a CIFAR-100 pickle holds')
-    return {_text(k): v for k, v in obj.items()}
+    return {as_text(k): v for k, v in obj.items()}
 
 
-def _find_archive_dir(root: Path):
+def find_archive_dir(root: Path):
     for d in [root / ARCHIVE_DIR] + sorted(root.rglob(ARCHIVE_DIR)):
         if all((d / n).is_file() for n in ('meta', 'train', 'test')):
             return d
@@ -117,13 +118,13 @@ def read_cifar100(folder):
     """(fine class names [100], {name: uint8 [n, 32, 32, 3]}) from an unpacked cifar-100-python/,
     each class holding its train images then its test images, in file order."""
     folder = Path(folder)
-    meta = _read_pickle(folder / 'meta')
-    names = [_text(n) for n in meta.get('fine_label_names', [])]
+    meta = read_pickle(folder / 'meta')
+    names = [as_text(n) for n in meta.get('fine_label_names', [])]
     if len(names) != 100 or len(set(names)) != 100:
         raise DatasetError(f'{folder / "meta"} must list 100 distinct fine_label_names, got {len(names)}')
     per_class = {n: [] for n in names}
     for batch in ('train', 'test'):
-        d = _read_pickle(folder / batch)
+        d = read_pickle(folder / batch)
         if 'data' not in d or 'fine_labels' not in d:
             raise DatasetError(f'{folder / batch} has no data / fine_labels entries (keys: '
                                f'{", ".join(sorted(map(str, d)))})')
@@ -169,7 +170,7 @@ def build(archive, dataset_dir, jpeg_roundtrip=False, force=False, progress=True
     shutil.rmtree(staging, ignore_errors=True)
     try:
         safe_extract(archive, staging)
-        names, per_class = read_cifar100(_find_archive_dir(staging))
+        names, per_class = read_cifar100(find_archive_dir(staging))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     missing = sorted(n for split in CLASS_NAMES.values() for n in split if n not in per_class)

@@ -32,8 +32,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .datasets import DatasetError, FewShotDataset
-from .perclass import (convert_object_npy, file_signature, is_up_to_date, read_info, read_npy_header,
-                       read_split, split_summary, storage_note, write_classes, write_info)
+from .perclass import (convert_object_npy, is_up_to_date, read_info, read_split, split_summary,
+                       storage_note, write_classes, write_info)
+from .storage import file_signature, read_npy_header
 
 NAME = 'cub'
 IMAGE_SIZE = 84

@@ -37,34 +37,6 @@ class FewShotDataset(NamedTuple):
         return getattr(self, which)
 
 
-def open_npy_memmap(path):
-    """The array of the .npy file `path`, memory-mapped read-only.
-
-    Pickled content (a pickle renamed .npy, an object array) is never loaded: unpickling a
-    file can run arbitrary code. Anything that is not a plain npy array is refused with a
-    DatasetError that says to download the file again."""
-    import numpy as np
-    try:
-        with open(path, 'rb') as f:
-            magic = f.read(6)
-        if magic != b'\x93NUMPY':
-            raise DatasetError(
-                f'{path} is not an .npy array file ({"it is empty" if not magic else "no npy signature"}: '
-                f'a truncated download, an HTML error page or a pickle, which is never loaded because '
-                f'unpickling can run code). Delete it and download it again') from None
-        return np.load(path, mmap_mode='r', allow_pickle=False)
-    except ValueError as e:
-        if 'pickle' in str(e) or 'Python objects' in str(e):
-            raise DatasetError(f'{path} holds Python objects that would need allow_pickle ({e}); they '
-                               f'are never loaded because unpickling can run code. Delete it and '
-                               f'download it again') from None
-        raise DatasetError(f'{path} is truncated or damaged ({e}); delete it and download it again') \
-            from None
-    except (OSError, EOFError) as e:
-        raise DatasetError(f'{path} is not a readable .npy file ({e}); delete it and download it '
-                           f'again') from None
-
-
 # name -> (module, loader function); each loader takes (data_root, **options).
 _READERS = {
     'omniglot': ('omniglot', 'load'),

@@ -290,7 +290,7 @@ def _resolve(parts, symlinks, depth=0):
     return resolved
 
 
-def _check_members(members, archive_path):
+def check_members(members, archive_path):
     """members: (name, kind, linkname) with kind in file/dir/symlink/hardlink/other."""
     symlinks = {'/'.join(_parts(n)): target for n, kind, target in members if kind == 'symlink'}
     for name, kind, target in members:
@@ -313,7 +313,7 @@ def _check_members(members, archive_path):
                 'download it again from a trusted source.', kind='unsafe')
 
 
-def _zip_members(zf):
+def zip_members(zf):
     out = []
     for info in zf.infolist():
         mode = info.external_attr >> 16
@@ -378,8 +378,8 @@ def safe_extract(archive_path, dest_dir):
                             'again.', kind='archive')
     try:
         with opener(archive_path) as archive:
-            members = _zip_members(archive) if kind == 'zip' else _tar_members(archive)
-            _check_members(members, archive_path)
+            members = zip_members(archive) if kind == 'zip' else _tar_members(archive)
+            check_members(members, archive_path)
             os.makedirs(dest_dir, exist_ok=True)
             tmp = tempfile.mkdtemp(prefix='.extracting-', dir=dest_dir)
             try:

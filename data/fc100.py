@@ -61,7 +61,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .datasets import DatasetError, FewShotDataset, show_progress
-from .mimgnet import _atomic_write_text
+from .storage import atomic_write_text, file_signature, writable
 
 log = logging.getLogger(__name__)
 
@@ -127,21 +127,12 @@ def get_data_command(data_root):
 # ----------------------------------------------------------------------------- helpers
 
 
-
 def _read_json(path: Path):
     try:
         obj = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None
-
-
-def _writable(directory: Path):
-    # Honour the permission bits too: as root os.access says yes even for a 'read-only' folder.
-    try:
-        return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
-    except OSError:
-        return False
 
 
 def _image_name(i, n):
@@ -153,16 +144,16 @@ def _image_name(i, n):
 def _coarse_labels(folder: Path, fine_names):
     """{fine name: coarse index} from the archive's train and test pickles, checked against
     CIFAR-100's hierarchy (COARSE_OF_FINE) and meta's coarse_label_names."""
-    from .cifar import _read_pickle, _text
-    meta = _read_pickle(folder / 'meta')
-    coarse_names = [_text(n) for n in meta.get('coarse_label_names', [])]
+    from .cifar import as_text, read_pickle
+    meta = read_pickle(folder / 'meta')
+    coarse_names = [as_text(n) for n in meta.get('coarse_label_names', [])]
     if coarse_names and tuple(coarse_names) != COARSE_LABEL_NAMES:
         raise DatasetError(f'{folder / "meta"} lists the coarse_label_names {coarse_names[:4]}..., not '
                            f'CIFAR-100\'s 20 superclasses in their usual order; the FC100 split is defined '
                            f'by those indices, so this archive cannot be used')
     seen = {}
     for batch in ('train', 'test'):
-        d = _read_pickle(folder / batch)
+        d = read_pickle(folder / batch)
         if 'coarse_labels' not in d:
             raise DatasetError(f'{folder / batch} has no coarse_labels entry; FC100 needs CIFAR-100\'s '
                                f'superclass labels (is this the CIFAR-100 archive?)')
@@ -220,9 +211,8 @@ def build(archive, dataset_dir, force=False, progress=True):
     """Writes <dataset_dir>/{train,val,test}/<fine class>/<nnnn>.jpg (+ build_info.json) from
     cifar-100-python.tar.gz (see the module docstring). Skipped when build_info.json records
     the same archive and options and the folders are intact, unless `force`. Returns a summary."""
-    from .cifar import _find_archive_dir, read_cifar100
+    from .cifar import find_archive_dir, read_cifar100
     from .download import safe_extract
-    from .perclass import file_signature
     dataset_dir = Path(dataset_dir)
     build_opts = dict(_build_options(), source=file_signature(archive))
     if not force and _is_built(dataset_dir, build_opts):
@@ -232,7 +222,7 @@ def build(archive, dataset_dir, force=False, progress=True):
     shutil.rmtree(staging, ignore_errors=True)
     try:
         safe_extract(archive, staging)
-        folder = _find_archive_dir(staging)
+        folder = find_archive_dir(staging)
         names, per_class = read_cifar100(folder)
         _coarse_labels(folder, names)
     finally:
@@ -272,7 +262,7 @@ def build(archive, dataset_dir, force=False, progress=True):
             if (dataset_dir / split).exists():
                 os.replace(dataset_dir / split, replaced / split)
             os.replace(building / split, dataset_dir / split)
-        _atomic_write_text(dataset_dir / BUILD_INFO, json.dumps(info, indent=1))
+        atomic_write_text(dataset_dir / BUILD_INFO, json.dumps(info, indent=1))
     finally:
         shutil.rmtree(building, ignore_errors=True)
         shutil.rmtree(replaced, ignore_errors=True)
@@ -372,7 +362,7 @@ def _decode_split(directory: Path, split, classes, signature, write, command, pr
         npy, meta_path = _cache_paths(directory, split)
         meta_path.unlink(missing_ok=True)       # no moment where an old sidecar vouches for a new array
         write_split(directory, npy.stem, counts, IMAGE_SHAPE, get_class)
-    _atomic_write_text(meta_path, json.dumps({'version': CACHE_VERSION, 'split': split, 'classes': names,
+    atomic_write_text(meta_path, json.dumps({'version': CACHE_VERSION, 'split': split, 'classes': names,
                                               'counts': counts, 'signature': signature}))
     cached = _open_cache(directory, split, classes, signature, command)
     if cached is None:  # pragma: no cover - just written
@@ -405,7 +395,7 @@ def _splits(directory: Path, data_root, progress=True, write=None):
                 raise DatasetError(f'class {name} is in both {directory / other} and {directory / s}; '
                                    f'the FC100 splits must be disjoint. Rebuild them with: {command} --force')
     if write is None:
-        write = _writable(directory)
+        write = writable(directory)
         if not write:
             log.warning('%s is not writable: decoding FC100 into memory without writing a cache.', directory)
     out = {}
@@ -426,7 +416,7 @@ def build_cache(dataset_dir, force=False, progress=True):
     if force:
         for s in SPLITS:
             _cache_paths(dataset_dir, s)[1].unlink(missing_ok=True)
-    if not _writable(dataset_dir):
+    if not writable(dataset_dir):
         raise DatasetError(f'cannot write the FC100 cache into {dataset_dir}: the folder is not writable')
     splits = _splits(dataset_dir, dataset_dir.parent, progress=progress, write=True)
     built = [s for s, (_, how) in splits.items() if 'built now' in how]

@@ -332,7 +332,8 @@ def _l2b_npy_problem(path, image_shape, n_classes=None):
     """None if `path` is a usable per-class npy (l2b's object array, a dense [C, n, *shape]
     array, or our ragged [N, *shape] + _counts.npy), else the reason. Reads the header only."""
     from data.datasets import DatasetError
-    from data.perclass import counts_path, read_npy_header
+    from data.perclass import counts_path
+    from data.storage import read_npy_header
     try:
         header = read_npy_header(path)
     except DatasetError:
@@ -372,7 +373,7 @@ def check_l2b_mimgnet_npy(path, split):
     """l2b's miniImageNet file `split`: a pickled object array of MIMGNET_L2B_CLASSES[split]
     classes (converted later), or a numeric array as check_mimgnet_npy accepts."""
     from data.datasets import DatasetError
-    from data.perclass import read_npy_header
+    from data.storage import read_npy_header
     n_classes = MIMGNET_L2B_CLASSES[split]
     try:
         is_object = read_npy_header(path).dtype.hasobject
@@ -509,7 +510,8 @@ def preprocess_mimgnet_l2b(dataset_dir, paths, force, progress=True):
     """Converts any of l2b's miniImageNet files that is a pickled object array into uint8
     [C, 600, 84, 84, 3] in place; numeric files are used as they are."""
     from data.datasets import DatasetError
-    from data.perclass import convert_object_npy, read_npy_header
+    from data.perclass import convert_object_npy
+    from data.storage import read_npy_header
     done = []
     try:
         for path in paths:
@@ -571,10 +573,10 @@ def _unpack_leo(archive, out_dir, wanted, progress):
     through a temporary file renamed when complete, with a byte progress bar. The whole
     archive is refused (nothing written) if any member is unsafe (absolute, '..', links)."""
     from tqdm import tqdm
-    from data.download import _check_members, _zip_members
+    from data.download import check_members, zip_members
     try:
         with zipfile.ZipFile(archive) as zf:
-            _check_members(_zip_members(zf), archive)
+            check_members(zip_members(zf), archive)
             found, missing = _leo_members(zf)
             if missing:
                 raise DownloadError(f'{archive} lacks embeddings/{missing[0]} (and {len(missing) - 1} more); '

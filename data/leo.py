@@ -39,7 +39,7 @@ leo_custom reads embeddings you computed yourself from <data_path>/<split>_embed
 same format (keys '<anything>-<class>-<class>_<image>').
 
 Safety and speed: unpickling a file can run arbitrary code, so pickles are never read with
-plain pickle.load but with data.tiered.load_plain_pickle, a restricted unpickler that only
+plain pickle.load but with data.storage.load_plain_pickle, a restricted unpickler that only
 builds numpy arrays and builtin containers and refuses anything else (os.system, classes of
 other modules) before it is created. That narrows the risk; it is not a sandbox for hostile
 input (a crafted file can still exhaust memory), so only load embedding files from a source
@@ -59,7 +59,7 @@ import numpy as np
 
 from .datasets import DatasetError, FewShotDataset
 from .episodes import ClassSplit
-from .mimgnet import _writable
+from .storage import load_plain_pickle, writable
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,6 @@ def _stat(path: Path):
 
 
 def _read_pickle(pkl: Path, remedy):
-    from .tiered import load_plain_pickle   # the restricted unpickler (see the module docstring)
     return _from_mapping(load_plain_pickle(pkl, remedy=remedy), pkl)
 
 
@@ -276,7 +275,7 @@ def read_embeddings(pkl, remedy) -> Optional[Embeddings]:
         if recorded is not False:
             log.info('%s changed since it was converted; converting it again.', pkl)
     data = _read_pickle(pkl, remedy)
-    if not _writable(pkl.parent):
+    if not writable(pkl.parent):
         log.warning('%s is not writable, so the conversion of %s to %s could not be saved: the pickle is '
                     'unpickled at every load. Make the folder writable to convert it once.',
                     pkl.parent, pkl.name, npz.name)

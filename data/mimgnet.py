@@ -44,19 +44,17 @@ into memory instead, every time. tiered.py's class-folder form uses the same lis
 decoding and cache code (with its own cache file names).
 """
 import csv
-import json
 import logging
 import os
-import tempfile
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
-from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset, open_npy_memmap, show_progress
+from .datasets import DatasetError, FewShotDataset
 from .episodes import ClassSplit
+from .storage import (FolderSource, cache_paths, check_disjoint, current_cache,
+                      decode_now, decode_split, file_signature, folder_classes, folder_source,
+                      open_cache, open_npy_memmap, to_split, writable)
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +68,6 @@ RAVI_CLASSES = {'train': 64, 'val': 16, 'test': 20}
 SPLITS = ('train', 'val', 'test')
 LAYOUTS = ('auto', 'npy', 'csv')
 CSV_HEADER = ['filename', 'label']
-CACHE_VERSION = 1
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
 
 def get_data_command(data_root, source=None):
@@ -169,32 +165,6 @@ def _npy_dataset(mimgnet_dir: Path, data_root=None):
 
 # ----------------------------------------------------------------------------- csv / folder sources
 
-class _Source(NamedTuple):
-    """Where one split's images come from."""
-    which: str
-    origin: str        # for messages, e.g. 'train.csv + images/' or 'train/'
-    signature: dict    # cheap fingerprint stored beside the cache
-
-
-def _stat_signature(path: Path):
-    st = path.stat()
-    return {'file': path.name, 'size': st.st_size, 'mtime_ns': st.st_mtime_ns}
-
-
-def _folder_classes(split_dir: Path):
-    """[(class name, sorted image paths)] of split_dir/<class>/<image>."""
-    classes = []
-    for d in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith('.')):
-        files = sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith('.')
-                       and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise DatasetError(f'class folder {d} holds no images (jpg/jpeg/png/bmp/gif); remove it or '
-                               f'add its images')
-        classes.append((d.name, files))
-    if not classes:
-        raise DatasetError(f'{split_dir} has no class folders; expected {split_dir}/<wnid>/*.jpg')
-    return classes
-
 
 def _read_csv(path: Path, images_dir: Path):
     """[(label, [image paths in csv order])], sorted by label."""
@@ -242,166 +212,31 @@ def _detect_form(mimgnet_dir: Path):
     return None
 
 
-def _folder_source(directory: Path, which):
-    """The _Source of the class folders directory/which/<class>/<image>; its signature is the
-    class names and their image counts. Shared with tiered.py's folder form."""
-    classes = _folder_classes(directory / which)
-    return _Source(which, f'{which}/', {
-        'form': 'folders', 'classes': [[name, len(files)] for name, files in classes]})
-
-
 def _sources(mimgnet_dir: Path, form):
-    """{split: _Source} of the splits present in `form`."""
+    """{split: FolderSource} of the splits present in `form`."""
     out = {}
     for which in SPLITS:
         if form == 'csv':
             path = mimgnet_dir / f'{which}.csv'
             if path.is_file():
-                out[which] = _Source(which, f'{which}.csv + images/',
-                                     {'form': 'csv', **_stat_signature(path)})
+                out[which] = FolderSource(which, f'{which}.csv + images/',
+                                     {'form': 'csv', **file_signature(path)})
         elif form == 'folders':
             if (mimgnet_dir / which).is_dir():
-                out[which] = _folder_source(mimgnet_dir, which)
+                out[which] = folder_source(mimgnet_dir, which)
     return out
 
 
-def _class_files(mimgnet_dir: Path, src: _Source, images_dir: Path):
+def class_files(mimgnet_dir: Path, src: FolderSource, images_dir: Path):
     if src.signature['form'] == 'csv':
         return _read_csv(mimgnet_dir / f'{src.which}.csv', images_dir)
-    return _folder_classes(mimgnet_dir / src.which)
+    return folder_classes(mimgnet_dir / src.which)
 
 
 # ----------------------------------------------------------------------------- decoding and cache
 #
 # Shared with tiered.py's class-folder form: `stem` names the cache files (stem.format(which=...)
 # + .npy / .json) and `label` the data set in progress bars and messages.
-
-CACHE_STEM = 'cache_{which}'
-
-
-def _decode(path: Path):
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.size != (IMAGE_SIZE, IMAGE_SIZE):
-                if im.mode not in ('L', 'RGB', 'CMYK'):
-                    im = im.convert('RGB')
-                im = im.resize((IMAGE_SIZE, IMAGE_SIZE), resample=Image.LANCZOS)
-            arr = np.asarray(im.convert('RGB'), dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DatasetError(f'cannot decode image {path} ({type(e).__name__}: {e}); the file is damaged: '
-                           f'replace or delete it') from None
-    return arr
-
-
-def _cache_paths(mimgnet_dir: Path, which, stem=CACHE_STEM):
-    name = stem.format(which=which)
-    return mimgnet_dir / f'{name}.npy', mimgnet_dir / f'{name}.json'
-
-
-def _open_cache(mimgnet_dir: Path, which, stem=CACHE_STEM):
-    """(memmap [n, 84, 84, 3], meta dict) of a complete cache, or None."""
-    npy, meta_path = _cache_paths(mimgnet_dir, which, stem)
-    if not (npy.is_file() and meta_path.is_file()):
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-        arr = np.load(npy, mmap_mode='r', allow_pickle=False)
-        counts = [int(c) for c in meta['counts']]
-        ok = (meta.get('version') == CACHE_VERSION and isinstance(arr, np.ndarray)
-              and arr.dtype == np.uint8 and arr.shape == (sum(counts),) + IMAGE_SHAPE
-              and len(meta['classes']) == len(counts) and min(counts) > 0 and arr.flags.c_contiguous)
-    except (OSError, ValueError, KeyError, TypeError, EOFError):
-        return None
-    return (arr, meta) if ok else None
-
-
-def _writable(directory: Path):
-    # Honour the permission bits too: as root os.access says yes even for a 'read-only' folder.
-    try:
-        return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
-    except OSError:
-        return False
-
-
-def _atomic_write_text(path: Path, text):
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _decode_split(mimgnet_dir: Path, src: _Source, images_dir: Path, write: bool, stem=CACHE_STEM,
-                  label='miniImageNet'):
-    """Decodes one split. write=True: into cache_{split}.npy (returned memory-mapped) + .json;
-    else into memory. Returns (array [n, 84, 84, 3], meta)."""
-    classes = _class_files(mimgnet_dir, src, images_dir)
-    missing = [p for _, files in classes for p in files if not p.is_file()]
-    if missing:
-        shown = ', '.join(str(p) for p in missing[:3])
-        more = f' and {len(missing) - 3} more' if len(missing) > 3 else ''
-        raise DatasetError(f'{src.which}.csv names {len(missing)} image(s) that do not exist: {shown}{more}. '
-                           f'{_where_images(mimgnet_dir, mimgnet_dir.parent)}')
-    counts = [len(files) for _, files in classes]
-    meta = {'version': CACHE_VERSION, 'split': src.which, 'origin': src.origin,
-            'classes': [name for name, _ in classes], 'counts': counts, 'source': src.signature}
-    shape = (sum(counts),) + IMAGE_SHAPE
-    npy, meta_path = _cache_paths(mimgnet_dir, src.which, stem)
-    tmp = None
-    try:
-        if write:
-            fd, tmp = tempfile.mkstemp(prefix=f'.{npy.name}.', suffix='.tmp', dir=mimgnet_dir)
-            os.close(fd)
-            arr = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=shape)
-        else:
-            arr = np.empty(shape, dtype=np.uint8)
-        k = 0
-        with tqdm(total=shape[0], desc=f'decoding {label} {src.which}', unit='img',
-                  disable=not show_progress()) as bar:
-            for _, files in classes:     # class by class, straight into the (memory-mapped) array
-                for p in files:
-                    arr[k] = _decode(p)
-                    k += 1
-                bar.update(len(files))
-        if not write:
-            return arr, meta
-        arr.flush()
-        del arr
-        if meta_path.exists():
-            meta_path.unlink()           # no moment where an old sidecar vouches for a new array
-        os.replace(tmp, npy)
-        tmp = None
-        _atomic_write_text(meta_path, json.dumps(meta))
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    cached = _open_cache(mimgnet_dir, src.which, stem)
-    if cached is None:  # pragma: no cover - just written
-        raise DatasetError(f'the cache {npy} could not be read back after writing it; delete it and retry')
-    return cached
-
-
-def _current_cache(directory: Path, src: _Source, stem=CACHE_STEM):
-    """The (array, meta) of src's cache when it exists and its signature matches, else None."""
-    cached = _open_cache(directory, src.which, stem)
-    return cached if cached is not None and cached[1].get('source') == src.signature else None
-
-
-def _decode_now(directory: Path, src: _Source, images_dir: Path, write: bool, stem=CACHE_STEM,
-                label='miniImageNet'):
-    """(array, meta, what was used, for the description) of src decoded now: into its cache
-    when `write`, else (a read-only folder) into memory, with a warning."""
-    if not write:
-        log.warning('%s is not writable: decoding %s into memory without writing a cache.',
-                    directory, src.origin)
-    arr, meta = _decode_split(directory, src, images_dir, write, stem, label)
-    npy = _cache_paths(directory, src.which, stem)[0].name
-    return arr, meta, f'{npy} (built now)' if write else f'{src.origin} (decoded, no cache)'
 
 
 def build_cache(mimgnet_dir, images_dir=None, force=False):
@@ -420,46 +255,26 @@ def build_cache(mimgnet_dir, images_dir=None, force=False):
     sources = _sources(mimgnet_dir, form)
     if 'train' not in sources or 'test' not in sources:
         raise DatasetError(f'{mimgnet_dir} needs train.csv and test.csv (or train/ and test/ folders)')
-    if not _writable(mimgnet_dir):
+    if not writable(mimgnet_dir):
         raise DatasetError(f'cannot write the cache into {mimgnet_dir}: the folder is not writable')
     paths = []
     for which, src in sources.items():
-        cached = None if force else _open_cache(mimgnet_dir, which)
+        cached = None if force else open_cache(mimgnet_dir, which)
         if cached is None or cached[1].get('source') != src.signature:
-            _decode_split(mimgnet_dir, src, images_dir, write=True)
-        paths.append(_cache_paths(mimgnet_dir, which)[0])
+            decode_split(mimgnet_dir, src, class_files(mimgnet_dir, src, images_dir), write=True,
+                         missing_hint=_where_images(mimgnet_dir, mimgnet_dir.parent))
+        paths.append(cache_paths(mimgnet_dir, which)[0])
     return paths
-
-
-def _to_split(arr, meta, which, dataset='mimgnet'):
-    counts = [int(c) for c in meta['counts']]
-    if len(set(counts)) == 1:
-        images = arr.reshape((len(counts), counts[0]) + IMAGE_SHAPE)   # a view of the memmap
-    else:
-        ends = np.cumsum(counts)
-        images = [arr[e - c:e] for c, e in zip(counts, ends)]           # views too
-    return ClassSplit(images, names=meta['classes'], name=which, dataset=dataset)
-
-
-def _check_disjoint(splits, directory):
-    """Raises when a class name is in two of the {which: ClassSplit} splits."""
-    names = {}
-    for which, split in splits.items():
-        for c in range(split.n_classes):
-            other = names.setdefault(split.class_name(c), which)
-            if other != which:
-                raise DatasetError(f'class {split.class_name(c)} is in both the {other} and the {which} '
-                                   f'split of {directory}; the splits must be disjoint')
 
 
 def _csv_dataset(mimgnet_dir: Path, data_root):
     form = _detect_form(mimgnet_dir)
     sources = _sources(mimgnet_dir, form) if form else {}
-    write = _writable(mimgnet_dir)
+    write = writable(mimgnet_dir)
     loaded, used = {}, []
     for which in SPLITS:
         src = sources.get(which)
-        current = None if src is None else _current_cache(mimgnet_dir, src)
+        current = None if src is None else current_cache(mimgnet_dir, src)
         if current is not None:
             loaded[which] = current
             used.append(f'cache_{which}.npy')
@@ -468,10 +283,12 @@ def _csv_dataset(mimgnet_dir: Path, data_root):
                 raise DatasetError(f'{mimgnet_dir / "images"} does not exist and there is no up-to-date '
                                    f'cache_{which}.npy for {which}.csv. '
                                    f'{_where_images(mimgnet_dir, data_root)}')
-            arr, meta, note = _decode_now(mimgnet_dir, src, mimgnet_dir / 'images', write)
+            arr, meta, note = decode_now(
+                mimgnet_dir, src, class_files(mimgnet_dir, src, mimgnet_dir / 'images'), write,
+                missing_hint=_where_images(mimgnet_dir, data_root))
             loaded[which] = (arr, meta)
             used.append(note)
-        elif form is None and (cached := _open_cache(mimgnet_dir, which)) is not None:
+        elif form is None and (cached := open_cache(mimgnet_dir, which)) is not None:
             loaded[which] = cached      # the sources were removed after caching
             used.append(f'cache_{which}.npy (its {cached[1].get("origin", "source")} no longer present)')
     if 'train' not in loaded or 'test' not in loaded:
@@ -482,8 +299,8 @@ def _csv_dataset(mimgnet_dir: Path, data_root):
             f'cache_train.npy + cache_test.npy (found: {", ".join(found) or "nothing"}). Get metadrop\'s '
             f'files with: {get_data_command(data_root)}. For the csv layout: '
             f'{_where_images(mimgnet_dir, data_root)}')
-    splits = {which: _to_split(*loaded[which], which) for which in loaded}
-    _check_disjoint(splits, mimgnet_dir)
+    splits = {which: to_split(*loaded[which], which) for which in loaded}
+    check_disjoint(splits, mimgnet_dir)
     train, test = splits['train'], splits['test']
     val_is_test = 'val' not in splits
     val = test if val_is_test else splits['val']

@@ -25,8 +25,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset, open_npy_memmap, show_progress
+from .datasets import DatasetError, FewShotDataset, show_progress
 from .episodes import ClassSplit
+from .storage import open_npy_memmap, writable
 
 IMAGE_SIZE = 28
 IMAGES_PER_CHARACTER = 20
@@ -195,14 +196,6 @@ def _is_fresh(chars: Characters, family, sources):
             and chars.source_sizes == tuple(int(s.size) for s in sources))
 
 
-def _writable(directory: Path):
-    # Also honour the permission bits: as root os.access says yes even for a 'read-only' folder.
-    try:
-        return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
-    except OSError:
-        return False
-
-
 def _write_cache(path: Path, chars: Characters):
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
@@ -269,7 +262,7 @@ def _characters(omniglot_dir: Path, source: str, write_cache: bool):
             _MEMO.clear()
             _MEMO[key] = decode_characters(sources, family)
         chars = _MEMO[key]
-        if write_cache and _writable(omniglot_dir):
+        if write_cache and writable(omniglot_dir):
             try:
                 _write_cache(cache_path, chars)
             except OSError:

@@ -21,7 +21,7 @@ loading copies nothing and an episode reads only its own images.
 The readers also take the original's own files: a dense float 5-D `.npy` is used as stored
 (as ClassSplit does for float storage). An object-array `.npy` is never loaded with
 allow_pickle (unpickling can run code); `convert_object_npy` converts it once into our
-layout through the restricted unpickler of data.tiered, which only hands out numpy arrays
+layout through the restricted unpickler of data.storage, which only hands out numpy arrays
 and plain Python containers, and refuses anything else (os.system, ...) before creating it.
 `python data/get_data.py --dataset X` does that for files it downloads or finds in place.
 
@@ -32,14 +32,13 @@ which the reader reports (with the command that rebuilds them) instead of mis-re
 """
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
 
-from .datasets import DatasetError, open_npy_memmap
+from .datasets import DatasetError
+from .storage import load_plain_pickle, open_npy_memmap, read_npy_header, temp_path
 from .episodes import ClassSplit
 
 # FewShotDataset field -> file stem, as l2b names its files.
@@ -50,41 +49,6 @@ INFO_VERSION = 1
 
 def counts_path(directory, stem):
     return Path(directory) / f'{stem}_counts.npy'
-
-
-# ----------------------------------------------------------------------------- npy headers
-
-class NpyHeader(NamedTuple):
-    shape: tuple
-    fortran: bool
-    dtype: np.dtype
-    offset: int      # where the data (or, for an object array, the pickle) starts
-
-
-def read_npy_header(path):
-    """The header of the .npy file `path`, read without touching its data (never unpickles)."""
-    path = Path(path)
-    try:
-        with open(path, 'rb') as f:
-            try:
-                version = np.lib.format.read_magic(f)
-            except ValueError:
-                raise DatasetError(
-                    f'{path} is not an .npy array file (no npy signature: a truncated download, an '
-                    f'HTML error page or some other file). Delete it and download it again') from None
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise DatasetError(f'{path} is an .npy file of format version {version}, which this '
-                                   f'reader does not know; delete it and download it again')
-            return NpyHeader(tuple(int(s) for s in shape), bool(fortran), dtype, f.tell())
-    except ValueError as e:
-        raise DatasetError(f'{path} has a damaged .npy header ({e}); delete it and download it '
-                           f'again') from None
-    except OSError as e:
-        raise DatasetError(f'cannot read {path} ({e})') from None
 
 
 # ----------------------------------------------------------------------------- reading
@@ -185,11 +149,6 @@ def storage_note(*splits):
 
 # ----------------------------------------------------------------------------- writing
 
-def _tmp_path(directory, name):
-    fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.tmp', dir=directory)
-    os.close(fd)
-    return tmp
-
 
 def write_split(directory, stem, counts, image_shape, get_class, progress=False, desc=None):
     """Writes the split `stem` into `directory` in our layout; returns the written paths.
@@ -208,7 +167,7 @@ def write_split(directory, stem, counts, image_shape, get_class, progress=False,
     dense = len(set(counts)) == 1
     shape = ((len(counts), counts[0]) if dense else (sum(counts),)) + image_shape
     path, cpath = directory / f'{stem}.npy', counts_path(directory, stem)
-    tmp = _tmp_path(directory, path.name)
+    tmp = temp_path(directory, path.name)
     ctmp = None
     try:
         out = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=shape)
@@ -227,7 +186,7 @@ def write_split(directory, stem, counts, image_shape, get_class, progress=False,
         out.flush()
         del out, flat
         if not dense:
-            ctmp = _tmp_path(directory, cpath.name)
+            ctmp = temp_path(directory, cpath.name)
             with open(ctmp, 'wb') as f:
                 np.save(f, np.asarray(counts, dtype=np.int64))
             os.replace(ctmp, cpath)
@@ -255,7 +214,7 @@ def write_classes(directory, stem, classes, progress=False):
 def write_info(directory, info):
     """Writes info.json (adding the format version) atomically."""
     directory = Path(directory)
-    tmp = _tmp_path(directory, INFO_FILE)
+    tmp = temp_path(directory, INFO_FILE)
     try:
         with open(tmp, 'w') as f:
             json.dump(dict(info, version=INFO_VERSION), f, indent=1)
@@ -263,12 +222,6 @@ def write_info(directory, info):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def file_signature(path):
-    """Cheap fingerprint of a source file: name, size, mtime."""
-    st = os.stat(path)
-    return {'file': os.path.basename(path), 'size': st.st_size, 'mtime_ns': st.st_mtime_ns}
 
 
 def is_up_to_date(directory, stems, build):
@@ -309,11 +262,10 @@ def to_uint8(x, where):
 # ----------------------------------------------------------------------------- object arrays
 
 def load_pickle(path, offset=0):
-    """The object pickled in `path` (from byte `offset` on), unpickled by data.tiered's
+    """The object pickled in `path` (from byte `offset` on), unpickled by data.storage's
     restricted unpickler: numpy arrays and plain Python data only; a pickle that asks for
     anything else (os.system, a class of some module) is refused with a DatasetError before
     that object is created. Python 2 pickles are read with encoding='latin1'."""
-    from .tiered import load_plain_pickle
     return load_plain_pickle(path, offset,
                              remedy='Delete it and download the published file again')
 

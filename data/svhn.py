@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import DatasetError, FewShotDataset
-from .perclass import (file_signature, is_up_to_date, read_split, split_summary, storage_note,
-                       write_classes, write_info)
+from .perclass import (is_up_to_date, read_split, split_summary, storage_note, write_classes,
+                       write_info)
+from .storage import file_signature
 
 NAME = 'svhn'
 IMAGE_SHAPE = (32, 32, 3)

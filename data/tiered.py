@@ -68,7 +68,6 @@ and a note in the description (tests use tiny splits).
 import io
 import logging
 import os
-import pickle
 import struct
 import tempfile
 import zipfile
@@ -79,10 +78,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset, open_npy_memmap, show_progress
+from .datasets import DatasetError, FewShotDataset, show_progress
 from .episodes import ClassSplit
-from .mimgnet import (_check_disjoint, _current_cache, _decode_now, _folder_source, _open_cache as
-                      _open_folder_cache, _stat_signature, _to_split, _writable)
+from .storage import (check_disjoint, current_cache, decode_now, file_signature, folder_classes,
+                      folder_source, load_plain_pickle, open_cache as open_folder_cache, open_npy_memmap,
+                      to_split,
+                      writable)
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +98,8 @@ CHUNK = 1024        # images per read/write while building a cache (~21 MB)
 FOLDER_CACHE_STEM = 'cache_{which}_folders'    # + .npy / .json: the image-folder form's caches
 FOLDER_SPLITS_NEEDED = ('train', 'test')
 
-_BUILTINS = frozenset({'dict', 'list', 'tuple', 'set', 'frozenset', 'str', 'bytes', 'bytearray',
-                       'int', 'float', 'bool', 'complex'})
-_NUMPY_MULTIARRAY = frozenset({'_reconstruct', 'scalar'})
 # module -> names a plain-data pickle may refer to. Both numpy 1 (numpy.core) and numpy 2
 # (numpy._core) spellings; _frombuffer is what protocol 5 uses for arrays.
-SAFE_GLOBALS = {
-    'builtins': _BUILTINS,
-    '__builtin__': _BUILTINS,                 # Python 2 pickles
-    'numpy': frozenset({'ndarray', 'dtype'}),
-    'numpy.core.multiarray': _NUMPY_MULTIARRAY,
-    'numpy._core.multiarray': _NUMPY_MULTIARRAY,
-    'numpy.core.numeric': frozenset({'_frombuffer'}),
-    'numpy._core.numeric': frozenset({'_frombuffer'}),
-    '_codecs': frozenset({'encode'}),         # bytes in protocol-2 pickles written by Python 3
-}
 
 
 def get_data_command(data_root, source=None):
@@ -120,40 +108,6 @@ def get_data_command(data_root, source=None):
 
 
 # ----------------------------------------------------------------------------- restricted pickles
-
-class _Refused(Exception):
-    pass
-
-
-class _PlainDataUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if name in SAFE_GLOBALS.get(module, ()):
-            return super().find_class(module, name)
-        raise _Refused(f'{module}.{name}')
-
-
-def load_plain_pickle(path, offset=0, remedy='Use the published tieredImageNet files; delete '
-                      'this one and download it again'):
-    """The object pickled in `path`, if it is made only of numpy arrays and builtin data.
-
-    Raises DatasetError, having created nothing else, when the pickle refers to any other
-    global (a function such as os.system, a class of some module): such a file could run
-    code when unpickled, so it is refused. Also for unreadable or truncated files."""
-    path = Path(path)
-    try:
-        with open(path, 'rb') as f:
-            f.seek(offset)
-            return _PlainDataUnpickler(f, encoding='latin1').load()
-    except _Refused as e:
-        raise DatasetError(
-            f'{path} is refused: the pickle holds objects other than numpy arrays and plain '
-            f'Python data (it asks for {e}), and unpickling it could run code. {remedy}') from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            ImportError, IndexError, KeyError, MemoryError) as e:
-        raise DatasetError(f'{path} is not a readable pickle ({type(e).__name__}: {e}); it is '
-                           f'truncated or damaged: delete it and download it again') from None
-    except OSError as e:
-        raise DatasetError(f'cannot read {path} ({e})') from None
 
 
 # ----------------------------------------------------------------------------- labels
@@ -340,7 +294,7 @@ def cache_paths(tiered_dir, which):
 
 def _signature(which, tiered_dir):
     """[sizes], [mtimes] of the split's two source files."""
-    stats = [_stat_signature(p) for p in source_paths(tiered_dir, which)]
+    stats = [file_signature(p) for p in source_paths(tiered_dir, which)]
     return [s['size'] for s in stats], [s['mtime_ns'] for s in stats]
 
 
@@ -451,7 +405,7 @@ def build_cache(tiered_dir, force=False, progress=True):
     missing = [str(p) for w in SPLITS for p in source_paths(tiered_dir, w) if not p.is_file()]
     if missing:
         raise DatasetError(f'tieredImageNet files missing: {", ".join(missing)}')
-    if not _writable(tiered_dir):
+    if not writable(tiered_dir):
         raise DatasetError(f'cannot write the caches into {tiered_dir}: the folder is not writable')
     paths = []
     for which in SPLITS:
@@ -535,7 +489,7 @@ def _has_folders(d: Path):
 
 def _folder_caches_only(d: Path):
     """Whether the folder form's caches for train and test exist although its folders do not."""
-    return all(_open_folder_cache(d, which, FOLDER_CACHE_STEM) is not None for which in FOLDER_SPLITS_NEEDED)
+    return all(open_folder_cache(d, which, FOLDER_CACHE_STEM) is not None for which in FOLDER_SPLITS_NEEDED)
 
 
 def _folder_layout_hint(d: Path):
@@ -548,26 +502,27 @@ def _folder_layout_hint(d: Path):
 
 def _folder_dataset(d: Path, note=''):
     folders = _has_folders(d)
-    write = _writable(d)
+    write = writable(d)
     loaded, used = {}, []
     for which in SPLITS:
-        src = _folder_source(d, which) if folders and (d / which).is_dir() else None
-        current = None if src is None else _current_cache(d, src, FOLDER_CACHE_STEM)
+        src = folder_source(d, which) if folders and (d / which).is_dir() else None
+        current = None if src is None else current_cache(d, src, FOLDER_CACHE_STEM)
         npy = f'{FOLDER_CACHE_STEM.format(which=which)}.npy'
         if current is not None:
             loaded[which] = current
             used.append(npy)
         elif src is not None:
-            arr, meta, what = _decode_now(d, src, d, write, FOLDER_CACHE_STEM, 'tieredImageNet')
+            arr, meta, what = decode_now(d, src, folder_classes(d / which), write, FOLDER_CACHE_STEM,
+                                         'tieredImageNet')
             loaded[which] = (arr, meta)
             used.append(what)
-        elif not folders and (cached := _open_folder_cache(d, which, FOLDER_CACHE_STEM)) is not None:
+        elif not folders and (cached := open_folder_cache(d, which, FOLDER_CACHE_STEM)) is not None:
             loaded[which] = cached          # the folders were removed after caching
             used.append(f'{npy} (its {which}/ no longer present)')
     if 'train' not in loaded or 'test' not in loaded:  # pragma: no cover - the callers check
         raise DatasetError(f'no tieredImageNet class folders train/ and test/ in {d}')
-    splits = {which: _to_split(*loaded[which], which, dataset='tiered') for which in loaded}
-    _check_disjoint(splits, d)
+    splits = {which: to_split(*loaded[which], which, dataset='tiered') for which in loaded}
+    check_disjoint(splits, d)
     tr, te = splits['train'], splits['test']
     val_is_test = 'val' not in splits
     va = te if val_is_test else splits['val']
@@ -645,7 +600,7 @@ def load(data_root='./data', tiered_dir=None) -> FewShotDataset:
         if not all(p.is_file() for p in source_paths(d, which)):
             log.info('tieredImageNet %s: source files missing, using cache_%s.npy as it is', which, which)
     to_build = [w for w in SPLITS if plan[w] is None]
-    if to_build and not _writable(d):
+    if to_build and not writable(d):
         raise DatasetError(f'{d} is not writable, so the caches for {", ".join(to_build)} cannot be '
                            f'written (the training images do not fit in memory); copy or link the '
                            f'files into a writable folder and pass it as tiered_dir')

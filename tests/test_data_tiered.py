@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data import mimgnet, tiered
+from data import storage, tiered
 from data.datasets import DatasetError, load_dataset
 from data.episodes import EpisodeSampler
 from tests.test_download import server  # noqa: F401  (the local file-server fixture)
@@ -399,7 +399,7 @@ def test_image_folder_cache_reused_then_rebuilt_when_a_file_is_added(tmp_path, m
     before = class_images(first.test, 1)
 
     with monkeypatch.context() as m:                             # second load: nothing decoded
-        m.setattr(mimgnet, '_decode', no_decoding)
+        m.setattr(storage, 'decode_image', no_decoding)
         second = tiered.load(str(tmp_path))
     assert 'built now' not in second.description and 'cache_test_folders.npy' in second.description
     assert {w: p.stat().st_mtime_ns for w, p in caches.items()} == mtimes
@@ -430,7 +430,7 @@ def test_npz_layout_preferred_when_both_exist(tmp_path, monkeypatch, caplog):
     d = tmp_path / 'tiered'
     data = write_all(d)
     write_folders(d)
-    monkeypatch.setattr(mimgnet, '_decode', no_decoding)         # the folders are never read
+    monkeypatch.setattr(storage, 'decode_image', no_decoding)        # the folders are never read
     with caplog.at_level(logging.INFO, logger='data.tiered'):
         ds = load_dataset('tiered', str(tmp_path))
     assert 'npz layout' in ds.description and 'npz preferred' in ds.description
@@ -474,7 +474,7 @@ def test_read_only_image_folders_are_decoded_into_memory(tmp_path, caplog):
     mode = d.stat().st_mode
     d.chmod(0o555)
     try:
-        with caplog.at_level(logging.WARNING, logger='data.mimgnet'):
+        with caplog.at_level(logging.WARNING, logger='data.storage'):
             ds = tiered.load(str(tmp_path))
         assert sorted(p.name for p in d.iterdir()) == ['test', 'train', 'val']   # nothing written
     finally:
