@@ -291,16 +291,16 @@ flags.DEFINE_boolean('original_nan_guard', False, "--model leo: the original's N
                      'only (Inf passes), and its swapped-name bug, which replaces each '
                      "meta-gradient by the variable's own value. Default: NaN or Inf, replaced "
                      'by the intended 1e-4 * W (0 for the step sizes).')
+flags.DEFINE_boolean('original_kl_estimate', False, "--model leo: the latent KL's log q(z) as "
+                     "the original's tfp Normal.log_prob computes it, from (z / sigma - mu / "
+                     'sigma)^2, which loses precision where sigma sits at its 1e-10 floor (the '
+                     "KL's value only; its gradient is the same). Default: from the draw eps.")
 flags.DEFINE_integer('eval_chunk', 20, '--model leo, mtl (default 10): episodes per compiled evaluation call '
                      '(memory only: results are means over episodes).')
 flags.DEFINE_boolean('evaluation_mode', False, "--model leo: the original's switch for "
                      '--mode meta_test.')
 flags.DEFINE_alias('num_classes', 'way')
 flags.DEFINE_alias('num_tr_examples_per_class', 'shot')
-flags.DEFINE_boolean('original_kl_estimate', False, "--model leo: the latent KL's log q(z) as "
-                     "the original's tfp Normal.log_prob computes it, from (z / sigma - mu / "
-                     'sigma)^2, which loses precision where sigma sits at its 1e-10 floor (the '
-                     "KL's value only; its gradient is the same). Default: from the draw eps.")
 flags.DEFINE_alias('num_val_examples_per_class', 'query')
 flags.DEFINE_alias('metatrain_batch_size', 'metabatch')
 flags.DEFINE_alias('outer_lr', 'meta_lr')
@@ -807,6 +807,15 @@ def run_mode(cfg):
     return export(runner)
 
 
+def written_folder(cfg):
+    """The folder a mode writes when it is not --savedir (MTL's pre-training writes
+    --pretrain_dir), for the one-run-per-folder lock; None for the savedir."""
+    if cfg.model == 'mtl' and cfg.mode == 'pretrain':
+        from model.mtl_runner import pretrain_dir_of
+        return pretrain_dir_of(cfg)
+    return None
+
+
 def usage_error(message):
     """Exits with one `error:` line (not absl's page of flag help)."""
     message = ' '.join(str(message).split())   # one line, whatever the message held
@@ -853,10 +862,10 @@ def replica_count(cfg):
 def frozen_parameter_names(cfg):
     """The parameter names --frozen selects from: the backbone's, which do not depend on
     the image size, so a small stand-in input decides without loading the dataset."""
-    from model import nets
+    from model import backbones
     shape = (28, 28, 1) if cfg.backbone in ('conv4', 'maml_conv4') else (32, 32, 3)
-    return list(nets.build_backbone(cfg.backbone, cfg.way, shape, cfg.n_channel,
-                                    zero_head=cfg.zero_head).param_shapes())
+    return list(backbones.build_backbone(cfg.backbone, cfg.way, shape, cfg.n_channel,
+                                         zero_head=cfg.zero_head).param_shapes())
 
 
 def preflight(cfg):
@@ -905,7 +914,7 @@ def main(argv):
     from data.episodes import EpisodeSizeError
     from model.runner import Interrupted, RunError, lock_savedir
     try:
-        with lock_savedir(cfg):
+        with lock_savedir(cfg, written_folder(cfg)):
             run_mode(cfg)
     except KeyboardInterrupt:  # before the training loop, which handles SIGINT itself
         sys.stderr.write('error: interrupted (SIGINT) before training started; nothing was '

@@ -56,7 +56,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 import tensorflow as tf
 
-from model import nets
+from model import backbones, nets
 from model.optim import Adam
 
 SPLITS = ('train', 'val', 'test')
@@ -210,7 +210,7 @@ def pretrain(split, epochs=10, n_channel=64, batch_size=64, lr=1e-3, weight_deca
     x_ho = load_pairs(split, ho_pairs)
     y_ho = ho_pairs[:, 0].astype(np.int32)
 
-    net = nets.build_backbone('conv4', split.n_classes, split.image_shape, n_channel=n_channel)
+    net = backbones.build_backbone('conv4', split.n_classes, split.image_shape, n_channel=n_channel)
     variables = net.variables_to_meta_learn
     opt = Adam(variables, learning_rate=lr, weight_decay=weight_decay)
 

@@ -12,6 +12,7 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 from data.augment import parse_normalization
 from model import maml as _maml
 from model import metadrop as _metadrop
+from model import backbones as _backbones
 from model import nets as _nets
 
 
@@ -46,7 +47,7 @@ def _split(value):
 
 
 def _backbone(cfg, way, image_shape):
-    return _nets.build_backbone(cfg.backbone, way, image_shape, cfg.n_channel,
+    return _backbones.build_backbone(cfg.backbone, way, image_shape, cfg.n_channel,
                                 zero_head=getattr(cfg, 'zero_head', False),
                                 input_norm=input_normalization(cfg))
 

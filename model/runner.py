@@ -300,14 +300,13 @@ def is_chief_task(cluster, kind, index):
                                'chief' not in cluster)
 
 
-def locked_dir(cfg):
-    """(folder this run writes, whether the run creates it): the savedir; MTL's
-    pre-training writes --pretrain_dir; a worker of --distribute multi_worker other than the
-    chief writes <savedir>/worker<i>."""
+def locked_dir(cfg, folder=None):
+    """(folder this run writes, whether the run creates it): `folder` when the method's runner
+    writes elsewhere (MTL's pre-training: --pretrain_dir), else the savedir; a worker of
+    --distribute multi_worker other than the chief writes <savedir>/worker<i>."""
     mode = getattr(cfg, 'mode', 'meta_train')
-    if mode == 'pretrain':
-        from model.mtl_runner import pretrain_dir_of
-        return pretrain_dir_of(cfg), True
+    if folder:
+        return folder, True
     d = cfg.savedir
     if getattr(cfg, 'distribute', 'none') == 'multi_worker':
         try:
@@ -339,15 +338,15 @@ def read_lock_holder(path, wait=1.0):
 
 
 @contextlib.contextmanager
-def lock_savedir(cfg):
-    """One run per savedir: an exclusive fcntl.flock on <savedir>/.lock for the run's whole
+def lock_savedir(cfg, folder=None):
+    """One run per savedir (or per `folder`, see locked_dir): an exclusive fcntl.flock on <savedir>/.lock for the run's whole
     life, refused at once (RunError naming the holder's process id) while another live
     process holds it. The OS drops the lock when its holder dies, kill -9 included, so a
     stale .lock file never blocks the next run; the file itself stays (deleting it could
     let two runs lock two different files). Where the folder cannot be created or written,
     nothing is locked and the runner's own checks say why."""
     import fcntl
-    d, create = locked_dir(cfg)
+    d, create = locked_dir(cfg, folder)
     fd = None
     if d and (create or os.path.isdir(d)):
         path = os.path.join(d, LOCK_FILE)

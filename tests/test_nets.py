@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import nets
+from model import backbones, nets
 
 
 @pytest.mark.parametrize('name,shape,channels,feature_dim', [
@@ -13,7 +13,7 @@ from model import nets
     ('maml_conv4', (84, 84, 3), 32, 800),   # cbfinn/maml miniImageNet: max-pool
 ])
 def test_shapes_and_widths(name, shape, channels, feature_dim):
-    net = nets.build_backbone(name, 5, shape)
+    net = backbones.build_backbone(name, 5, shape)
     assert net.n_channel == channels
     assert net.feature_dim == feature_dim
     x = tf.random.uniform([6, *shape])
@@ -24,7 +24,7 @@ def test_shapes_and_widths(name, shape, channels, feature_dim):
 
 
 def test_maml_omniglot_variant_is_strided_without_pooling():
-    net = nets.build_backbone('maml_conv4', 5, (28, 28, 1))
+    net = backbones.build_backbone('maml_conv4', 5, (28, 28, 1))
     assert not net.max_pool and net.conv_stride == 2
     h = tf.random.uniform([2, 28, 28, 1])
     sizes = []
@@ -36,7 +36,7 @@ def test_maml_omniglot_variant_is_strided_without_pooling():
 
 def test_initialisers_follow_the_originals():
     tf.random.set_seed(0)
-    md = nets.build_backbone('conv4', 20, (28, 28, 1))
+    md = backbones.build_backbone('conv4', 20, (28, 28, 1))
     w = md.theta['conv2_w'].numpy()
     assert np.abs(w).max() <= 2 * 0.02 + 1e-7          # truncated at two stddev
     assert w.std() == pytest.approx(0.02 * 0.88, rel=0.05)  # truncated normal's std
@@ -45,12 +45,12 @@ def test_initialisers_follow_the_originals():
     for k, v in md.theta.items():
         if k.endswith('_b'):
             assert not v.numpy().any()
-    mm = nets.build_backbone('maml_conv4', 20, (28, 28, 1))
+    mm = backbones.build_backbone('maml_conv4', 20, (28, 28, 1))
     limit = np.sqrt(6. / (9 * 64 + 9 * 64))
     w = mm.theta['conv2_w'].numpy()
     assert np.abs(w).max() <= limit and np.abs(w).max() > 0.95 * limit
     assert mm.theta['dense_w'].numpy().std() == pytest.approx(1.0, rel=0.1)  # normal(1.0)
-    mi = nets.build_backbone('maml_conv4', 5, (84, 84, 3))
+    mi = backbones.build_backbone('maml_conv4', 5, (84, 84, 3))
     assert np.abs(mi.theta['dense_w'].numpy()).max() <= np.sqrt(6. / (800 + 5))
 
 
@@ -65,7 +65,7 @@ def test_batch_norm_uses_batch_statistics_and_shift_only():
 
 def test_batch_statistics_make_predictions_depend_on_the_batch():
     """Transductive: an example's logits change when the rest of its batch changes."""
-    net = nets.build_backbone('conv4', 5, (28, 28, 1))
+    net = backbones.build_backbone('conv4', 5, (28, 28, 1))
     x = tf.random.uniform([4, 28, 28, 1])
     alone = net(x[:2])
     together = net(x)
@@ -73,7 +73,7 @@ def test_batch_statistics_make_predictions_depend_on_the_batch():
 
 
 def test_functional_forward_uses_given_params_not_variables():
-    net = nets.build_backbone('conv4', 5, (28, 28, 1))
+    net = backbones.build_backbone('conv4', 5, (28, 28, 1))
     x = tf.random.uniform([3, 28, 28, 1])
     params = {k: tf.identity(v) for k, v in net.theta.items()}
     np.testing.assert_allclose(net(x, params).numpy(), net(x).numpy(), rtol=1e-6)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import inner_loop, maml, nets, resnets
+from model import backbones, inner_loop, maml, nets, resnets
 from model import resolve_frozen
 
 F64 = tf.float64
@@ -203,9 +203,9 @@ def test_inner_momentum_and_weight_decay_as_torch_sgd():
 
 # ---- encoders -----------------------------------------------------------------------------
 def test_resnet12_pooling_chain_and_widths():
-    net = nets.build_backbone('resnet12', 5, (84, 84, 3))
+    net = backbones.build_backbone('resnet12', 5, (84, 84, 3))
     assert net.feature_dim == 512
-    assert nets.build_backbone('wide_resnet12', 5, (84, 84, 3)).feature_dim == 640
+    assert backbones.build_backbone('wide_resnet12', 5, (84, 84, 3)).feature_dim == 640
     x = tf.random.uniform([2, 84, 84, 3])
     assert net(x).shape == (2, 5)
     # Init: kaiming normal, fan_out, gain sqrt(2); BN gamma 1, beta 0.
@@ -223,7 +223,7 @@ def test_resnet12_pooling_chain_and_widths():
 def test_resnet18_runs_with_the_strided_shortcut():
     """PyTorch-MAML's ResNet-18 adds a stride-1 shortcut to a stride-2 path (shapes
     84 vs 42) and cannot run; here the shortcut has the block's stride."""
-    net = nets.build_backbone('resnet18', 5, (84, 84, 3))
+    net = backbones.build_backbone('resnet18', 5, (84, 84, 3))
     assert [k for k in net.theta if k.endswith('sc_conv_w')] == \
         ['layer2_sc_conv_w', 'layer3_sc_conv_w', 'layer4_sc_conv_w']
     x = tf.random.uniform([2, 84, 84, 3])
@@ -232,7 +232,7 @@ def test_resnet18_runs_with_the_strided_shortcut():
         total = tf.reduce_sum(logits * tf.random.normal(logits.shape))
     grads = tape.gradient(total, list(net.theta.values()))
     assert logits.shape == (2, 5) and all(g is not None for g in grads)
-    assert nets.build_backbone('wide_resnet18', 5, (84, 84, 3)).feature_dim == 640
+    assert backbones.build_backbone('wide_resnet18', 5, (84, 84, 3)).feature_dim == 640
 
 
 def test_torch_padding_keeps_stride_two_grids_aligned():
@@ -247,8 +247,8 @@ def test_torch_padding_keeps_stride_two_grids_aligned():
 
 
 def test_pytorch_conv4_widths_and_batch_norm():
-    small = nets.build_backbone('convnet4', 5, (84, 84, 3))
-    wide = nets.build_backbone('wide_convnet4', 5, (84, 84, 3))
+    small = backbones.build_backbone('convnet4', 5, (84, 84, 3))
+    wide = backbones.build_backbone('wide_convnet4', 5, (84, 84, 3))
     assert (small.n_channel, small.feature_dim) == (32, 800)
     assert (wide.n_channel, wide.feature_dim) == (64, 1600)
     assert small.bn_epsilon == 1e-5 and not small.bn_beta
@@ -283,5 +283,5 @@ def test_command_line_choices_match_the_model():
     """main.py lists backbones and BN modes without importing TensorFlow; they must stay the
     model's."""
     import main
-    assert main.BACKBONES == nets.BACKBONES
+    assert main.BACKBONES == backbones.BACKBONES
     assert main.BN_MODES == maml.BN_MODES

@@ -26,7 +26,7 @@ torch = pytest.importorskip('torch', reason='the PyTorch-MAML golden tests need 
 import main  # noqa: E402
 import model as model_registry  # noqa: E402
 from model import maml as maml_lib  # noqa: E402
-from model import nets, optim, steps  # noqa: E402
+from model import backbones, optim, steps  # noqa: E402
 
 WAY, SHOT, QUERY = 2, 1, 2
 RTOL, ATOL = 1e-9, 1e-12
@@ -143,7 +143,7 @@ def test_convnet4_forward(pt):
     logits, NHWC flattening included (32x32 -> 2x2x4 features)."""
     size, channels = 32, 4
     theirs = original_convnet4(pt, channels, size, 'transductive')
-    net = nets.build_backbone('convnet4', WAY, (size, size, 3), channels, dtype=tf.float64)
+    net = backbones.build_backbone('convnet4', WAY, (size, size, 3), channels, dtype=tf.float64)
     copy_weights(theirs, net, channels)
     ep = episodes(1, size)
     theirs.train()
@@ -164,7 +164,7 @@ def test_resnet_forward(pt, name):
     enc = pt.encoders.make(name, bn_args=dict(track_running_stats=False))
     clf = pt.classifiers.make('logistic', in_dim=enc.get_out_dim(), n_way=WAY)
     theirs = pt.maml.MAML(enc, clf).double()
-    net = nets.build_backbone(name, WAY, (size, size, 3), dtype=tf.float64)
+    net = backbones.build_backbone(name, WAY, (size, size, 3), dtype=tf.float64)
     copy_weights(theirs, net, net.widths[-1])
     x = episodes(1, size)['torch'][0][0]
     theirs.train()
@@ -227,7 +227,7 @@ def both_models(pt, case, size=32, channels=4, n_steps=2):
                       frozen=list(c.get('frozen', [])), momentum=c.get('momentum', 0.),
                       weight_decay=c.get('weight_decay', 0.),
                       first_order=c.get('first_order', False))
-    net = nets.build_backbone('convnet4', WAY, (size, size, 3), channels, dtype=tf.float64,
+    net = backbones.build_backbone('convnet4', WAY, (size, size, 3), channels, dtype=tf.float64,
                               zero_head=c.get('zero_head', False))
     copy_weights(theirs, net, channels)
     ours = our_maml(net, c['bn_mode'], n_steps, c.get('frozen', ()),
