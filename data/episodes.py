@@ -210,8 +210,14 @@ class EpisodeSampler:
         return self.episode(*self.draw_ids(rng, n_tasks, classes))
 
     def draw_ids(self, rng: np.random.Generator, n_tasks: int, classes=None):
-        """The random part of `sample`: class ids [T, way] and image ids [T, way, shot+query]."""
-        rng = np.random.default_rng(rng)  # a Generator is passed through unchanged
+        """The random part of `sample`: class ids [T, way] and image ids [T, way, shot+query].
+
+        rng: a Generator (or a seed for one), or a legacy np.random.RandomState, which is used
+        as it is: its choice(n, k, replace=False) is metadrop's np.random.choice(range(n), k,
+        replace=False), so the same RandomState state gives metadrop's classes and images
+        (tests/golden/test_metadrop.py)."""
+        if not isinstance(rng, np.random.RandomState):
+            rng = np.random.default_rng(rng)  # a Generator is passed through unchanged
         n_tasks = _positive_int(n_tasks, 'n_tasks')
         way, shot, query = self.way, self.shot, self.query
         if classes is not None:
