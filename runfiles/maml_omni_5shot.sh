@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # MAML, Omniglot 20-way 5-shot (metadrop runfiles/maml_omni_5shot.sh): meta-train, then meta-test.
 # Needs the Omniglot data: python data/get_data.py --dataset omniglot
+# --reuse_task_classes: metadrop's data.py draws one class set per call and gives it to every
+# task of the metabatch (training, validation, and the metabatch-5 MAML meta-test); the
+# original's numbers come from that sampler, so this runfile reproduces it (our default
+# and our own runfiles draw classes per task).
 set -e
-python main.py --gpu_id 0 --savedir './results/maml/omni_5shot' --dataset 'omniglot' --mode 'meta_train' --model maml --metabatch 4 --n_steps 5 --inner_lr 0.4 --way 20 --shot 5 --query 15 --n_train_iters 60000 --meta_lr 1e-3 --n_test_mc_samp 1 "$@"
-python main.py --gpu_id 0 --savedir './results/maml/omni_5shot' --dataset 'omniglot' --mode 'meta_test' --model maml --metabatch 5 --n_steps 5 --inner_lr 0.4 --way 20 --shot 5 --query 15 --n_train_iters 60000 --meta_lr 1e-3 --n_test_mc_samp 1 "$@"
+python main.py --gpu_id 0 --savedir './results/maml/omni_5shot' --dataset 'omniglot' --mode 'meta_train' --model maml --metabatch 4 --n_steps 5 --inner_lr 0.4 --way 20 --shot 5 --query 15 --n_train_iters 60000 --meta_lr 1e-3 --n_test_mc_samp 1 --reuse_task_classes "$@"
+python main.py --gpu_id 0 --savedir './results/maml/omni_5shot' --dataset 'omniglot' --mode 'meta_test' --model maml --metabatch 5 --n_steps 5 --inner_lr 0.4 --way 20 --shot 5 --query 15 --n_train_iters 60000 --meta_lr 1e-3 --n_test_mc_samp 1 --reuse_task_classes "$@"

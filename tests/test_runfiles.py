@@ -52,24 +52,59 @@ def flags_of(name):
 
 
 @pytest.mark.parametrize('name,train,test', [
-    ('metadrop_omni_1shot.sh', dict(metabatch='8', inner_lr='0.1', meta_lr='3e-4', shot='1',
-                                    n_train_iters='40000'), dict(metabatch='1', n_test_mc_samp='30')),
-    ('metadrop_omni_5shot.sh', dict(metabatch='6', inner_lr='0.4', meta_lr='1e-3', shot='5',
-                                    n_train_iters='40000'), dict(metabatch='1', n_test_mc_samp='30')),
-    ('metadrop_mimg_1shot.sh', dict(metabatch='4', inner_lr='0.01', meta_lr='1e-4', way='5',
+    ('metadrop_omni_1shot.sh', dict(metabatch='4', inner_lr='0.1', meta_lr='3e-4', shot='1',
                                     n_train_iters='60000'), dict(metabatch='1', n_test_mc_samp='30')),
+    ('metadrop_omni_5shot.sh', dict(metabatch='4', inner_lr='0.4', meta_lr='1e-3', shot='5',
+                                    n_train_iters='60000'), dict(metabatch='1', n_test_mc_samp='30')),
+    ('metadrop_mimg_1shot.sh', dict(metabatch='4', inner_lr='0.01', meta_lr='1e-4', way='5',
+                                    shot='1', n_train_iters='60000'),
+     dict(metabatch='1', n_test_mc_samp='30')),
+    ('metadrop_mimg_5shot.sh', dict(metabatch='4', inner_lr='0.01', meta_lr='1e-4', way='5',
+                                    shot='5', n_train_iters='60000'),
+     dict(metabatch='1', n_test_mc_samp='30')),
+    ('maml_omni_1shot.sh', dict(metabatch='4', inner_lr='0.1', meta_lr='1e-3', shot='1',
+                                n_train_iters='60000'), dict(metabatch='5', n_test_mc_samp='1')),
+    ('maml_omni_5shot.sh', dict(metabatch='4', inner_lr='0.4', meta_lr='1e-3', shot='5',
+                                n_train_iters='60000'), dict(metabatch='5', n_test_mc_samp='1')),
+    ('maml_mimg_1shot.sh', dict(metabatch='4', inner_lr='0.01', meta_lr='1e-4', shot='1'),
+     dict(metabatch='5', n_test_mc_samp='1')),
     ('maml_mimg_5shot.sh', dict(metabatch='4', inner_lr='0.01', meta_lr='1e-4', shot='5'),
      dict(metabatch='5', n_test_mc_samp='1')),
 ])
 def test_metadrop_runfiles_use_the_originals_values(name, train, test):
+    """metadrop runfiles/*.sh at its pinned commit (MAML through its --maml switch on its
+    Conv4: ours is --model maml, whose default backbone is that Conv4), and its sampler bug:
+    every command passes --reuse_task_classes, and the runfile says why in a comment."""
     tr, te = flags_of(name)
     assert tr['--mode'] == 'meta_train' and te['--mode'] == 'meta_test'
     for k, v in train.items():
         assert tr[f'--{k}'] == v, k
     for k, v in test.items():
         assert te[f'--{k}'] == v, k
-    assert tr['--query'] == '15' and tr['--n_steps'] == '5'
-    assert tr['--model'] == ('maml' if name.startswith('maml') else 'metadrop')
+    for d in (tr, te):
+        assert d['--query'] == '15' and d['--n_steps'] == '5' and d['--shot'] == train['shot']
+        assert d['--model'] == ('maml' if name.startswith('maml') else 'metadrop')
+        assert '--backbone' not in d and '--inner_loss' not in d and '--clip_value' not in d
+        assert '--reuse_task_classes' in d
+    comments = [line for line in (RUNFILES[0].parent / name).read_text().splitlines()
+                if line.startswith('#')]
+    assert any('--reuse_task_classes' in line for line in comments)
+    cfg = main.parse_config([a for a in commands(RUNFILES[0].parent / name)[0] if a != 'X'])
+    assert cfg.reuse_task_classes and cfg.backbone == 'conv4' and cfg.clip_value == 3.0
+
+
+@pytest.mark.parametrize('name', ['metadrop_omni_small.sh', 'maml_omni_small.sh',
+                                  'quickstart.sh'])
+def test_our_own_runfiles_keep_the_sampler_fix(name):
+    """Runfiles of our own experiments draw classes per task (the default)."""
+    assert '--reuse_task_classes' not in (RUNFILES[0].parent / name).read_text()
+
+
+def test_metadrop_export_runfile_is_the_readmes_command():
+    """metadrop README's export example: the Omniglot 1-shot model, 30 MC samples."""
+    (export,) = flags_of('metadrop_export.sh')
+    assert (export['--mode'], export['--shot'], export['--inner_lr'], export['--n_test_mc_samp'],
+            export['--savedir']) == ('export', '1', '0.1', '30', './results/metadrop/omni_1shot')
 
 
 @pytest.mark.parametrize('name,backbone,query', [
