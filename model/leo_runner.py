@@ -34,8 +34,8 @@ from data.episodes import EpisodeSampler, EpisodeSizeError
 from model import leo
 from model import steps
 from model.runner import (CHECKPOINT_NAME, Runner, RunError, TEST_STREAM, VAL_STREAM,
-                          confidence_interval, read_records, write_atomically,
-                          write_record)
+                          confidence_interval, fsync_checkpoint, fsync_path, read_records,
+                          write_atomically, write_record)
 
 BEST_DIR = 'best_checkpoint'
 TMP_BEST_DIR = 'tmp_best_checkpoint'
@@ -194,10 +194,14 @@ class LeoRunner(Runner):
         record = dict(step=i, accuracy=accuracy, checkpoint=f'{CHECKPOINT_NAME}-{i}',
                       config=self.config_dict())
         write_atomically(os.path.join(tmp, BEST_RECORD), json.dumps(record, indent=1))
+        # On the disk before it is swapped in: a power loss after the renames must not find
+        # a best_checkpoint/ whose files never reached the disk.
+        fsync_checkpoint(os.path.join(tmp, f'{CHECKPOINT_NAME}-{i}'))
         shutil.rmtree(old, ignore_errors=True)
         if os.path.isdir(best):
             os.rename(best, old)
         os.rename(tmp, best)
+        fsync_path(d)
         shutil.rmtree(old, ignore_errors=True)
 
     def checkpoint_candidates(self):

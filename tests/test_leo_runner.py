@@ -225,3 +225,28 @@ def test_first_steps_are_finite_on_small_custom_embeddings(tmp_path):
     for i in range(20):
         loss, acc, applied, *_ = r.train_step(*r.train_episode(sampler, i))
         assert math.isfinite(float(loss)) and bool(applied), (i, float(loss))
+
+
+def test_best_checkpoint_reaches_the_disk_before_it_is_swapped_in(tmp_path, embeddings,
+                                                                  monkeypatch):
+    """The best copy's files are fsync'ed while still under their temporary name, and the
+    savedir after the renames, so a power loss never finds a best_checkpoint/ whose files are
+    not on the disk."""
+    import os
+    from model import leo_runner
+    events = []
+    real_rename, real_fsync = os.rename, leo_runner.fsync_checkpoint
+    monkeypatch.setattr(leo_runner, 'fsync_checkpoint',
+                        lambda prefix: (events.append(('fsync', prefix)), real_fsync(prefix)))
+    monkeypatch.setattr(leo_runner, 'fsync_path',
+                        lambda path: events.append(('fsync_dir', str(path))))
+    monkeypatch.setattr(leo_runner.os, 'rename',
+                        lambda a, b: (events.append(('rename', str(a), str(b))), real_rename(a, b)))
+    r = runner(tmp_path, embeddings, '--n_train_iters', '1', '--checkpoint_steps', '2')
+    r.meta_train()
+    into_best = [k for k, e in enumerate(events) if e[0] == 'rename' and e[2].endswith(BEST_DIR)]
+    assert into_best
+    k = into_best[0]
+    fsynced = [e for e in events[:k] if e[0] == 'fsync']
+    assert fsynced[-1][1].startswith(events[k][1])     # the files under the temporary folder
+    assert ('fsync_dir', str(tmp_path)) in events[k + 1:]
