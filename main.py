@@ -429,7 +429,8 @@ def apply_taml_defaults(cfg):
             setattr(cfg, name, value)
     # l2b validates on 3000 episodes, in metabatches; svhn is its OOD set for cifar.
     if not FLAGS['n_val_batches'].present:
-        cfg.n_val_batches = max(1, 3000 // cfg.metabatch)
+        # (a non-positive --metabatch is refused by validate() with its own message)
+        cfg.n_val_batches = max(1, 3000 // max(1, cfg.metabatch))
     if not FLAGS['ood_dataset'].present and cfg.dataset == 'cifar':
         cfg.ood_dataset = 'svhn'
 
