@@ -11,7 +11,7 @@ the float64 run imposes them (`Kinks`). On that piece float32 agrees to a few 1e
 1e-4 of each tensor's scale, is far below any error that matters (issue 19's was 3-6e-2).
 Covered: Meta-Dropout's multiplier and maml_conv4 (fused), PyTorch-MAML's ConvNet4 (plain,
 torch's epsilon), TAML's z, gamma and omega with its inference network, and MTL's ResNet-12
-with scaling and shifting (narrowed to 4-8 channels)."""
+with scaling and shifting and PyTorch-MAML's ResNet-12 (both narrowed to 4-8 channels)."""
 import os
 
 import numpy as np
@@ -273,3 +273,19 @@ def test_mtl_meta_gradient_matches_float64(monkeypatch, n_steps):
     model, twin = mtl_pair(monkeypatch, kinks, image, n_steps)
     assert [v.dtype for v in twin.outer_variables] == [tf.float64] * len(model.outer_variables)
     assert_matches_float64(model, twin, image_episode(image, 2, query=1), kinks)
+
+
+# ---- PyTorch-MAML's ResNet-12 (narrowed to 4, 4, 4, 8 channels), at 84x84x3 -----------------
+@pytest.mark.parametrize('first_order', [False, True])
+def test_resnet12_meta_gradient_matches_float64(monkeypatch, first_order):
+    """Batch norm with gamma and beta and leaky ReLU(0.1), under MAML; torch's epsilon 1e-5 is
+    below the fused kernel's minimum, so the plain arithmetic (as ConvNet4)."""
+    image, way = (84, 84, 3), 2
+    pair = []
+    for dtype in (tf.float32, tf.float64):
+        tf.random.set_seed(0)
+        net = resnets.ResNet12(way, image, widths=(4, 4, 4, 8), dtype=dtype)
+        pair.append(maml.MAML(net, inner_lr=0.1, n_steps=1, first_order=first_order))
+    twin_values(*pair)
+    assert_matches_float64(*pair, image_episode(image, way, query=1), Kinks(monkeypatch),
+                           fused=False)
