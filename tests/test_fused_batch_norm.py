@@ -92,7 +92,8 @@ def meta_gradient(model, episode):
     return [loss] + tape.gradient(loss, model.outer_variables)
 
 
-def assert_matches_float64(model, twin, episode, kinks, fused=True, zero_parts=()):
+def assert_matches_float64(model, twin, episode, kinks, fused=True, zero_parts=(),
+                           tolerance=TOLERANCE):
     """The float32 meta-gradient inside tf.function (recording the kinks) against the float64
     twin's eagerly on the same kinks; returns the largest error over its scale.
     zero_parts: (variable, boolean mask) pairs marking entries whose true meta-gradient is 0
@@ -133,7 +134,7 @@ def assert_matches_float64(model, twin, episode, kinks, fused=True, zero_parts=(
                 # not of its own small value (Meta-Dropout's phi biases at 84x84: 1e-3 of
                 # their own scale, 6e-6 of the overall, tf.function and eager alike).
                 scale = max(scale, 0.1 * overall)
-            assert err <= TOLERANCE * scale, f'{name} (#{i}): {err / scale:.1e}'
+            assert err <= tolerance * scale, f'{name} (#{i}): {err / scale:.1e}'
             worst = max(worst, err / scale)
         checked += 1
     assert checked > 2
@@ -272,7 +273,10 @@ def test_mtl_meta_gradient_matches_float64(monkeypatch, n_steps):
     kinks = Kinks(monkeypatch)
     model, twin = mtl_pair(monkeypatch, kinks, image, n_steps)
     assert [v.dtype for v in twin.outer_variables] == [tf.float64] * len(model.outer_variables)
-    assert_matches_float64(model, twin, image_episode(image, 2, query=1), kinks)
+    # The first block's scales on the raw 84x84 image reach 8.4e-5 of their scale in float32
+    # itself (eager float32 gives the same, so not the fused kernel): 2e-4, still 150 times
+    # below a 3% error, keeps the test from sitting at its own float32 floor.
+    assert_matches_float64(model, twin, image_episode(image, 2, query=1), kinks, tolerance=2e-4)
 
 
 # ---- PyTorch-MAML's ResNet-12 (narrowed to 4, 4, 4, 8 channels), at 84x84x3 -----------------
