@@ -574,11 +574,16 @@ def test_sonnet1_linear_mlp_batch_apply_closed_forms():
                      'outer/mlp/linear_1/w:0']
     assert w.dtype == np.float64 and w.shape == (5, 4) and not b.any()   # bias zeros
     assert np.abs(w).max() <= 2 / math.sqrt(5)   # truncated normal, stddev 1/sqrt(in)
-    np.testing.assert_allclose(out[0], x @ w + b, rtol=1e-14)
+    np.testing.assert_allclose(out[0], x @ w + b, rtol=0,
+                               atol=1e-14 * np.abs(x @ w + b).max())
     assert out[0].shape == (2, 3, 4)
-    np.testing.assert_allclose(out[1], x[0] @ w + b, rtol=1e-14)
-    np.testing.assert_allclose(out[2], np.maximum(x @ w0, 0) @ w1, rtol=1e-14)   # no final relu
-    assert len(out[3]) == 1 and out[3][0] == pytest.approx(w.sum(), rel=1e-14)
+    np.testing.assert_allclose(out[1], x[0] @ w + b, rtol=0,
+                               atol=1e-14 * np.abs(x[0] @ w + b).max())
+    # no final relu; float64 sums in another order: 1e-14 of the largest entry
+    np.testing.assert_allclose(out[2], np.maximum(x @ w0, 0) @ w1, rtol=0,
+                               atol=1e-14 * np.abs(np.maximum(x @ w0, 0) @ w1).max())
+    assert len(out[3]) == 1 and out[3][0] == pytest.approx(w.sum(), rel=0,
+                                                              abs=1e-14 * np.abs(w).sum())
 
 
 def test_sonnet1_module_and_reuse_variables():
