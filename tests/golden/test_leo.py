@@ -547,7 +547,10 @@ def test_variables_and_initialisers_are_the_originals(leo):
         else:
             limit = math.sqrt(6. / sum(value.shape))
             for v in (value, var.numpy()):
-                assert np.abs(v).max() <= limit and np.abs(v).max() > 0.8 * limit, name
+                # Glorot uniform: inside the limit, and (for the smallest matrix here, 32
+                # entries) the largest of them above half of it but with probability 0.5^32.
+                # (0.8 failed once in 1e3 draws: the draw is not seeded by the test.)
+                assert np.abs(v).max() <= limit and np.abs(v).max() > 0.5 * limit, name
 
 
 # ---- the Sonnet 1 stand-in on its own ---------------------------------------------------------
