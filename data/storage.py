@@ -237,14 +237,14 @@ def decode_image(path: Path):
     return arr
 
 
-def cache_paths(mimgnet_dir: Path, which, stem=CACHE_STEM):
+def cache_paths(directory: Path, which, stem=CACHE_STEM):
     name = stem.format(which=which)
-    return mimgnet_dir / f'{name}.npy', mimgnet_dir / f'{name}.json'
+    return directory / f'{name}.npy', directory / f'{name}.json'
 
 
-def open_cache(mimgnet_dir: Path, which, stem=CACHE_STEM):
+def open_cache(directory: Path, which, stem=CACHE_STEM):
     """(memmap [n, 84, 84, 3], meta dict) of a complete cache, or None."""
-    npy, meta_path = cache_paths(mimgnet_dir, which, stem)
+    npy, meta_path = cache_paths(directory, which, stem)
     if not (npy.is_file() and meta_path.is_file()):
         return None
     try:
@@ -264,7 +264,6 @@ def decode_split(directory: Path, src: FolderSource, classes, write: bool, stem=
     """Decodes one split, `classes` = [(class name, image paths)]. write=True: into
     <stem>.npy (returned memory-mapped) + .json in `directory`; else into memory. Returns
     (array [n, 84, 84, 3], meta). missing_hint ends the message about missing images."""
-    mimgnet_dir = directory
     missing = [p for _, files in classes for p in files if not p.is_file()]
     if missing:
         shown = ', '.join(str(p) for p in missing[:3])
@@ -275,11 +274,11 @@ def decode_split(directory: Path, src: FolderSource, classes, write: bool, stem=
     meta = {'version': CACHE_VERSION, 'split': src.which, 'origin': src.origin,
             'classes': [name for name, _ in classes], 'counts': counts, 'source': src.signature}
     shape = (sum(counts),) + IMAGE_SHAPE
-    npy, meta_path = cache_paths(mimgnet_dir, src.which, stem)
+    npy, meta_path = cache_paths(directory, src.which, stem)
     tmp = None
     try:
         if write:
-            fd, tmp = tempfile.mkstemp(prefix=f'.{npy.name}.', suffix='.tmp', dir=mimgnet_dir)
+            fd, tmp = tempfile.mkstemp(prefix=f'.{npy.name}.', suffix='.tmp', dir=directory)
             os.close(fd)
             arr = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=shape)
         else:
@@ -304,7 +303,7 @@ def decode_split(directory: Path, src: FolderSource, classes, write: bool, stem=
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-    cached = open_cache(mimgnet_dir, src.which, stem)
+    cached = open_cache(directory, src.which, stem)
     if cached is None:  # pragma: no cover - just written
         raise DatasetError(f'the cache {npy} could not be read back after writing it; delete it and retry')
     return cached

@@ -1,6 +1,5 @@
 """The TF 1.x stand-ins and the loader, on their own, against closed forms."""
 import sys
-import types
 
 import numpy as np
 import pytest
