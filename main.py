@@ -16,7 +16,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app
 from absl import flags
 
-MODES = ('meta_train', 'meta_test', 'export', 'adv_test', 'pretrain')
+MODES = ('meta_train', 'meta_test', 'export', 'adv_test', 'pretrain', 'embed')
 ATTACK_NORMS = ('l1', 'l2', 'linf')  # model/adversarial.py NORMS
 METHODS = ('maml', 'fomaml', 'metasgd', 'metadrop', 'taml', 'leo', 'mtl')
 DATASETS = ('omniglot', 'folder', 'synthetic', 'mimgnet', 'tiered', 'cifar', 'svhn', 'cub',
@@ -113,6 +113,10 @@ flags.DEFINE_string('test_alphabets', '', 'Omniglot: comma-separated alphabets h
                     '1200 training characters, the rest for meta-test.')
 flags.DEFINE_string('val_alphabets', '', 'Omniglot: comma-separated alphabets held out for '
                     'validation; empty = validate on the meta-test split (metadrop).')
+flags.DEFINE_enum('omniglot_resize', 'nearest', ['nearest', 'lanczos'], 'Omniglot readers: '
+                  'how the 105x105 one-bit PNGs become 28x28: nearest (what the originals\' '
+                  'Pillow LANCZOS call does on mode-1 images, the default) or lanczos (a real '
+                  'antialiased LANCZOS on the grey image).')
 flags.DEFINE_enum('omniglot_source', 'auto', ['auto', 'npy', 'official', 'small'],
                   'Which Omniglot files to read under <data_root>/omniglot/: metadrop '
                   'train.npy/test.npy, the official zips, or the _small1/_small2 subsets; '
@@ -385,6 +389,18 @@ flags.DEFINE_float('pgd_l1_frac', 0.01, 'adv_test: fraction of the coordinates a
                    'moves (those with the largest |gradient|; at least one).')
 flags.DEFINE_integer('n_adv_episodes', 100, 'adv_test: meta-test episodes attacked (the '
                      'first ones meta_test runs, same seed and metabatch).')
+# --- --mode embed: LEO's embedding files from a trained backbone (model/embed.py) ---
+flags.DEFINE_string('embed_dir', '', 'embed: the folder the embeddings are written to (LEO\'s '
+                    'layout, read by --model leo --dataset leo_custom --data_path DIR); '
+                    'default <savedir>/embeddings.')
+flags.DEFINE_string('embed_crops', 'center', 'embed: comma-separated crops to write, from '
+                    'center and multiview (LEO\'s; multiview where the image size allows).')
+flags.DEFINE_integer('embed_batch_size', 100, 'embed: images per forward pass (memory only).')
+# --- meta_test on several checkpoints (paired evaluation) ---
+flags.DEFINE_string('checkpoints', '', 'meta_test: comma-separated checkpoints (paths of '
+                    'model-<i> prefixes, or run folders for their newest) scored on the very '
+                    'same episodes, with per-episode accuracies written for paired comparisons; '
+                    'empty: the savedir\'s own.')
 
 POSITIVE_INTS = ('way', 'shot', 'query', 'metabatch', 'n_steps', 'n_test_mc_samp',
                  'parallel_tasks', 'save_freq', 'n_test_iters', 'print_freq', 'val_freq',
@@ -774,7 +790,7 @@ def validate_adversarial(cfg):
         value = getattr(cfg, f'eps_{norm}')
         if value is not None and not 0 <= value < math.inf:
             errors.append(f'--eps_{norm} must be >= 0 and finite, got {value}')
-    for n in ('pgd_steps', 'n_adv_episodes'):
+    for n in ('pgd_steps', 'n_adv_episodes', 'embed_batch_size'):
         if getattr(cfg, n) < 1:
             errors.append(f'--{n} must be a positive integer, got {getattr(cfg, n)}')
     if not 0 < cfg.pgd_step_scale < math.inf:
@@ -804,6 +820,9 @@ def run_mode(cfg):
     if cfg.mode == 'adv_test':
         from model.adversarial import adversarial_test
         return adversarial_test(runner)
+    if cfg.mode == 'embed':
+        from model.embed import embed
+        return embed(runner)
     from model.export import export
     return export(runner)
 
