@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset
+from .base import DatasetError, DatasetSpec, Download, FewShotDataset, RemoteFile, Source
 from .perclass import (SPLIT_FILES, is_up_to_date, load_pickle, read_split, split_summary,
                        storage_note, write_classes, write_info)
 from .storage import file_signature
@@ -191,3 +191,37 @@ def build(archive, dataset_dir, jpeg_roundtrip=False, force=False, progress=True
     return (f'train.npy, valid.npy, test.npy: {"/".join(str(len(counts[s])) for s in stems)} classes x '
             f'{"..".join(map(str, (per[0], per[-1]))) if len(per) > 1 else per[0]} images, uint8'
             + (', JPEG round trip as l2b' if jpeg_roundtrip else ', pixels exact'))
+
+
+# ----------------------------------------------------------------------------- declaration
+
+CIFAR100_URL = 'https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz'   # l2b: http://
+CIFAR100_MD5 = 'eb9058c3a382ffc7106e4002c42a8d85'
+# CIFAR-FS and FC100 (data/fc100.py) are both cut from this archive.
+CIFAR100_FILE = RemoteFile('cifar-100-python', ARCHIVE, CIFAR100_URL, CIFAR100_MD5)
+
+
+def preprocess(dataset_dir, paths, force, jpeg_roundtrip=False, progress=True):
+    """get_data's step: builds CIFAR-FS's train/valid/test.npy from cifar-100-python.tar.gz."""
+    from .download import preprocessing
+    with preprocessing('CIFAR-FS', dataset_dir):
+        return build(paths[0], dataset_dir, jpeg_roundtrip=jpeg_roundtrip, force=force,
+                     progress=progress)
+
+
+DOWNLOAD = Download(
+    name='cifar',
+    default_source='official',
+    sources={
+        'official': Source(
+            description='CIFAR-100 (cifar-100-python.tar.gz, md5 checked) split into CIFAR-FS '
+                        "64/16/20 classes x 600 as l2b (train, valid, test.npy, uint8; exact "
+                        'pixels, or --jpeg_roundtrip for l2b\'s lossy JPEG round trip)',
+            preprocess=preprocess, options=('jpeg_roundtrip', 'progress'),
+            files=(CIFAR100_FILE,)),
+    })
+
+SPECS = (DatasetSpec(
+    name='cifar', loader=load, kind='images',
+    description="CIFAR-FS (Bertinetto et al.) 64/16/20 classes of 32x32x3, l2b's files built from CIFAR-100",
+    download=DOWNLOAD),)

@@ -25,13 +25,15 @@ its default filter (l2b passed none either; which filter that is depends on the 
 version: BICUBIC since 7.0, NEAREST before), and images that do not come out as 84x84x3 (e.g.
 greyscale) dropped, as l2b did. Class names are the folder names.
 """
+import logging
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset
+from .base import DatasetError, DatasetSpec, Download, FewShotDataset, RemoteFile, Source, dropbox_npy
 from .perclass import (convert_object_npy, is_up_to_date, read_info, read_split, split_summary,
                        storage_note, write_classes, write_info)
 from .storage import file_signature, read_npy_header
@@ -161,3 +163,68 @@ def build_from_caltech(archive, dataset_dir, force=False, progress=True):
         shutil.rmtree(staging, ignore_errors=True)
     write_info(dataset_dir, info)
     return '; '.join(summary)
+
+
+# ----------------------------------------------------------------------------- declaration
+
+# l2b's data/cub/get_data.py used http://www.vision.caltech.edu/visipedia-data/CUB-200-2011/
+# CUB_200_2011.tgz, which no longer answers; CaltechDATA serves the same archive (same md5).
+CUB_CALTECH_URL = 'https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz'
+CUB_CALTECH_MD5 = '97eceeb196236b17998738112f37df78'
+
+
+def prepare_l2b(dataset_dir):
+    """Files built from CUB_200_2011.tgz (--source caltech) would be taken for l2b's, as a
+    download skips files that exist: remove them first (the tgz stays and rebuilds them)."""
+    from .perclass import INFO_FILE, counts_path
+    directory = Path(dataset_dir)
+    if read_info(dataset_dir).get('build', {}).get('source_name') == 'caltech':
+        logging.getLogger(__name__).info(
+            'Replacing the CUB files built from CUB_200_2011.tgz (--source caltech) by l2b\'s.')
+        for path in [directory / f'{stem}.npy' for stem in ('valid', 'test')] + \
+                [counts_path(directory, stem) for stem in ('valid', 'test')] + [directory / INFO_FILE]:
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def preprocess_l2b(dataset_dir, paths, force, progress=True):
+    """get_data's step: converts l2b's object-array valid.npy / test.npy into uint8 in place."""
+    from .download import preprocessing
+    with preprocessing('CUB', dataset_dir):
+        return convert_l2b_files(dataset_dir, paths, progress=progress)
+
+
+def preprocess_caltech(dataset_dir, paths, force, progress=True):
+    """get_data's step: builds CUB's valid/test.npy from CUB_200_2011.tgz as l2b's old script."""
+    from .download import preprocessing
+    with preprocessing('CUB', dataset_dir):
+        return build_from_caltech(paths[0], dataset_dir, force=force, progress=progress)
+
+
+def _check_l2b_file(path):
+    from .perclass import check_l2b_npy
+    check_l2b_npy(path, IMAGE_SHAPE)
+
+
+DOWNLOAD = Download(
+    name='cub',
+    default_source='l2b',
+    sources={
+        'l2b': Source(
+            description="l2b's CUB valid.npy/test.npy (Dropbox; no published checksum; pickled "
+                        'object arrays, converted to uint8 through a restricted unpickler); '
+                        'out-of-distribution only',
+            preprocess=preprocess_l2b, options=('progress',), prepare=prepare_l2b,
+            files=tuple(dropbox_npy(name, file_id, _check_l2b_file)
+                        for name, file_id in (('valid', '2cv4lfdmaja0wq6'), ('test', '1oxiehzuqvuil60')))),
+        'caltech': Source(
+            description='CUB_200_2011.tgz (CaltechDATA, md5 checked) built as l2b\'s earlier script: '
+                        'classes 2 mod 4 -> valid, 0 mod 4 -> test, 84x84, non-RGB images dropped',
+            preprocess=preprocess_caltech, options=('progress',),
+            files=(RemoteFile('CUB_200_2011', 'CUB_200_2011.tgz', CUB_CALTECH_URL, CUB_CALTECH_MD5),)),
+    })
+
+SPECS = (DatasetSpec(
+    name='cub', loader=load, kind='images', has_train=False,
+    description="CUB-200-2011 birds, 84x84x3, out-of-distribution only (l2b's validation and test splits)",
+    download=DOWNLOAD),)

@@ -1,88 +1,78 @@
-"""Dataset registry: `load_dataset(name, data_root, **options)` -> FewShotDataset.
+"""Dataset registry: every dataset the project reads, by name, as its reader module declares it.
 
-Readers live in one module per dataset (omniglot.py, mimgnet.py, tiered.py, cifar.py, fc100.py,
-svhn.py, cub.py, folder.py, synthetic.py, leo.py) and are imported lazily, so loading one dataset never pays
-for the others. The leo_* datasets are LEO's pre-computed feature vectors, not images: their
-image_shape is (D,).
+Each reader module (omniglot.py, omniglot_runs.py, folder.py, synthetic.py, mimgnet.py,
+tiered.py, cifar.py, svhn.py, cub.py, leo.py, fc100.py) declares `SPECS`, its DatasetSpecs
+(data/base.py): name, loader, kind ('images', or 'embeddings' for LEO's feature vectors, whose
+image_shape is (D,)), the methods that may use it, the main.py flags it reads and how they
+become reader options, and what `python -m data.get_data` fetches for it. This module only
+collects them:
+
+    dataset_spec(name)                       the declaration (DatasetError for an unknown name)
+    dataset_names(kind=None, method=None)    the names a method may use, in registry order
+    dataset_options(name, cfg)               the reader options from a parsed config
+    load_dataset(name, data_root, **options) -> FewShotDataset
+
+Importing it imports the readers (numpy, Pillow, tqdm), never TensorFlow.
 """
-import importlib
 import inspect
-from typing import NamedTuple, Optional
 
-from .episodes import ClassSplit
+from . import cifar, cub, fc100, folder, leo, mimgnet, omniglot, svhn, synthetic, tiered
+from .base import DatasetError, DatasetSpec, FewShotDataset, progress_shown, show_progress  # noqa: F401 (re-exported)
 
-
-class DatasetError(Exception):
-    """A user-facing problem with the data: says what is missing or wrong and the exact fix."""
-
-
-class FewShotDataset(NamedTuple):
-    name: str
-    train: Optional[ClassSplit]   # None for out-of-distribution datasets (svhn, cub)
-    val: ClassSplit
-    test: ClassSplit
-    image_shape: tuple   # (H, W, C); (D,) for feature vectors (leo_*)
-    val_is_test: bool    # True when validation uses the meta-test split (metadrop's behaviour)
-    description: str     # one line for logs
-
-    def split(self, which):
-        """The ClassSplit called 'train', 'val' or 'test'."""
-        if which not in ('train', 'val', 'test'):
-            raise DatasetError(f"unknown split {which!r}; use 'train', 'val' or 'test'")
-        if which == 'train' and self.train is None:
-            raise DatasetError(
-                f'{self.name} is an out-of-distribution dataset with no training split (Bayesian TAML '
-                f'only meta-validates and meta-tests on it): meta-train on an in-distribution dataset '
-                f'and pass --ood_dataset {self.name}')
-        return getattr(self, which)
+# In main.py's --dataset order (its help text lists them so); new datasets go at the end.
+_MODULES = (omniglot, folder, synthetic, mimgnet, tiered, cifar, svhn, cub, leo, fc100)
 
 
-# name -> (module, loader function); each loader takes (data_root, **options).
-_READERS = {
-    'omniglot': ('omniglot', 'load'),
-    'folder': ('folder', 'load'),
-    'synthetic': ('synthetic', 'load'),
-    'mimgnet': ('mimgnet', 'load'),
-    'tiered': ('tiered', 'load'),
-    'cifar': ('cifar', 'load'),
-    'fc100': ('fc100', 'load'),              # FC100 (Fewshot-CIFAR100) as MTL reads it: JPEG folders
-    'svhn': ('svhn', 'load'),
-    'cub': ('cub', 'load'),
-    'leo_mini': ('leo', 'load_mini'),        # LEO's miniImageNet embeddings (center / multiview)
-    'leo_tiered': ('leo', 'load_tiered'),    # LEO's tieredImageNet embeddings (center)
-    'leo_custom': ('leo', 'load_custom'),    # your own embeddings in LEO's file format
-}
-
-KNOWN_DATASETS = tuple(_READERS)
+def _collect(modules):
+    registry = {}
+    for module in modules:
+        for spec in module.SPECS:
+            if spec.name in registry:
+                raise ValueError(f'dataset {spec.name!r} is declared twice ({module.__name__})')
+            registry[spec.name] = spec
+    return registry
 
 
-_SHOW_PROGRESS = [True]
+DATASETS = _collect(_MODULES)   # name -> DatasetSpec, ordered
+KNOWN_DATASETS = tuple(DATASETS)
 
 
-def show_progress():
-    """Whether a reader draws progress bars while it decodes or caches a dataset (False
-    inside load_dataset(..., progress=False), main.py's --noprogress)."""
-    return _SHOW_PROGRESS[0]
+def dataset_spec(name) -> DatasetSpec:
+    """The declaration of dataset `name`; DatasetError listing the known names otherwise."""
+    try:
+        return DATASETS[name]
+    except (KeyError, TypeError):
+        raise DatasetError(f'unknown dataset {name!r}; known datasets: {", ".join(KNOWN_DATASETS)}') from None
 
 
-def load_dataset(name, data_root='./data', progress=True, **options) -> FewShotDataset:
-    """Loads dataset `name` from `data_root` (files of dataset X under <data_root>/X/).
+def dataset_names(kind=None, method=None):
+    """The datasets of `kind` ('images' or 'embeddings'; None: both) that `method` may use
+    (None: any), in registry order. Pass both for a method: its kind says which datasets it
+    can read at all, and a dataset may restrict itself to some methods (spec.methods)."""
+    return tuple(name for name, spec in DATASETS.items()
+                 if (kind is None or spec.kind == kind) and (method is None or spec.takes(method)))
+
+
+def dataset_options(name, cfg):
+    """The reader options of dataset `name` from the parsed flags `cfg` (an object with the
+    flags as attributes, e.g. main.py's config)."""
+    return dataset_spec(name).options(cfg)
+
+
+def load_dataset(name, data_root='./data', progress=True, **options):
+    """Loads dataset `name` from `data_root` (files of dataset X under <data_root>/X/): a
+    FewShotDataset, or for a dataset of fixed episodes (spec.fixed_episodes) its list of
+    episodes (see data/omniglot_runs.py).
 
     Options are passed to the reader; an option the reader does not know raises DatasetError
     listing the ones it accepts (so a typo never silently falls back to a default).
     progress=False silences the readers' progress bars.
     """
-    if name not in _READERS:
-        raise DatasetError(f'unknown dataset {name!r}; known datasets: {", ".join(KNOWN_DATASETS)}')
-    module_name, fn_name = _READERS[name]
-    loader = getattr(importlib.import_module(f'{__package__}.{module_name}'), fn_name)
-    accepted = [p for p in inspect.signature(loader).parameters if p != 'data_root']
+    loader = dataset_spec(name).loader
+    accepted = [p for p in inspect.signature(loader).parameters if p not in ('data_root', 'progress')]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise DatasetError(f'unknown option(s) {", ".join(unknown)} for dataset {name!r}; '
                            f'it accepts: {", ".join(accepted)}')
-    previous, _SHOW_PROGRESS[0] = _SHOW_PROGRESS[0], bool(progress)
-    try:
+    with progress_shown(progress):
         return loader(data_root, **options)
-    finally:
-        _SHOW_PROGRESS[0] = previous

@@ -6,6 +6,7 @@ readers later fail on. Here a file reaches its final name only once it is comple
 verified, an interrupted transfer resumes from the bytes already on disk, and transient
 server or network failures are retried with exponential backoff.
 """
+import contextlib
 import hashlib
 import logging
 import os
@@ -408,3 +409,34 @@ def safe_extract(archive_path, dest_dir):
             seen.add(rel)
             extracted.append(os.path.join(dest_dir, *rel.split('/')))
     return extracted
+
+
+@contextlib.contextmanager
+def preprocessing(what, dataset_dir):
+    """get_data's preprocessing of `what` in dataset_dir: a reader's DatasetError or a disk
+    error inside becomes the one DownloadError get_data reports."""
+    from .base import DatasetError
+    try:
+        yield
+    except (DatasetError, OSError) as exc:
+        raise DownloadError(f'Preprocessing {what} in {dataset_dir} failed: {exc}') from None
+
+
+def check_npy(path, what, problem_of):
+    """Deletes `path` and raises DownloadError unless it is a plain npy array for which
+    problem_of(array) returns None (else the reason); the array is only memory-mapped."""
+    import numpy as np
+    try:
+        arr = np.load(path, mmap_mode='r', allow_pickle=False)
+        if not isinstance(arr, np.ndarray):  # an .npz archive
+            arr.close()
+            raise ValueError('it is an .npz archive, not a single array')
+        problem = problem_of(arr)
+        del arr
+    except (ValueError, OSError, EOFError) as exc:
+        problem = f'numpy cannot read it as an array ({exc})'
+    if problem is not None:
+        os.remove(path)
+        raise DownloadError(f'{path} is not a usable {what}: {problem}. It was deleted; rerun '
+                            'to download it again, and if this repeats the source is serving a '
+                            'different file.')

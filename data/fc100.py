@@ -60,7 +60,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset, show_progress
+from .base import DatasetError, DatasetSpec, Download, FewShotDataset, Source, show_progress
+from .cifar import CIFAR100_FILE
 from .storage import atomic_write_text, file_signature, writable
 
 log = logging.getLogger(__name__)
@@ -435,3 +436,58 @@ def load(data_root='./data') -> FewShotDataset:
             f'84x84x3 JPEG folders, uint8 read as x/255, {"; ".join(how for _, how in splits.values())}): '
             f'train {split_summary(tr)} / val {split_summary(va)} / test {split_summary(te)}')
     return FewShotDataset(NAME, tr, va, te, IMAGE_SHAPE, False, desc)
+
+
+# ----------------------------------------------------------------------------- declaration
+
+def prepare(dataset_dir):
+    """Reuses the CIFAR-100 archive that `--dataset cifar` fetched into <data_root>/cifar/ (hard
+    link, else copy), so FC100 does not download the same 161 MB again; the download step then
+    checks it (md5, unless --no_verify) as it checks any file already in place."""
+    dest = os.path.join(dataset_dir, CIFAR100_FILE.filename)
+    src = os.path.join(os.path.dirname(os.path.normpath(dataset_dir)), 'cifar', CIFAR100_FILE.filename)
+    if os.path.exists(dest) or not os.path.isfile(src):
+        return
+    os.makedirs(dataset_dir, exist_ok=True)
+    try:
+        os.link(src, dest)
+        log.info('Reusing %s (hard link) as %s.', src, dest)
+    except OSError:
+        tmp = dest + '.copying'
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+            log.info('Reusing %s (copied) as %s.', src, dest)
+        except OSError as exc:
+            log.warning('Could not reuse %s (%s); downloading the archive instead.', src, exc)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def preprocess(dataset_dir, paths, force, progress=True):
+    """get_data's step: builds FC100's train/val/test JPEG folders from cifar-100-python.tar.gz
+    and decodes them into the cache_*.npy the reader uses."""
+    from .download import preprocessing
+    with preprocessing('FC100', dataset_dir):
+        folders = build(paths[0], dataset_dir, force=force, progress=progress)
+        return f'{folders}; {build_cache(dataset_dir, force=force, progress=progress)}'
+
+
+DOWNLOAD = Download(
+    name='fc100',
+    default_source='official',
+    sources={
+        'official': Source(
+            description='CIFAR-100 (cifar-100-python.tar.gz, md5 checked; reused from <data_root>/cifar/ '
+                        "when --dataset cifar fetched it) split by superclass as TADAM's FC100, 60/20/20 "
+                        'classes x 600, written as MTL reads it: train/ val/ test/<class>/<nnnn>.jpg, '
+                        '84x84 (PIL BICUBIC upsampling, JPEG quality 95), then decoded into cache_*.npy',
+            preprocess=preprocess, options=('progress',), prepare=prepare,
+            files=(CIFAR100_FILE,)),
+    })
+
+SPECS = (DatasetSpec(
+    name='fc100', loader=load, kind='images',
+    description="FC100 (Oreshkin et al.) as MTL reads it: CIFAR-100 split by superclass, 84x84 JPEG folders",
+    download=DOWNLOAD),)

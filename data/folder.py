@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset, show_progress
+from .base import DatasetError, DatasetSpec, FewShotDataset, show_progress
 from .episodes import ClassSplit
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
@@ -130,3 +130,17 @@ def load(data_root='./data', folder_dir=None, image_size=84, channels=3,
     desc = (f'folder {root} ({how}, {image_size}x{image_size}x{channels}): train {train.n_classes} / '
             f'{"val=test" if val_is_test else f"val {val.n_classes}"} / test {test.n_classes} classes')
     return FewShotDataset('folder', train, val, test, shape, val_is_test, desc)
+
+
+# ----------------------------------------------------------------------------- declaration
+
+def options(cfg):
+    """The reader options from main.py's flags (an unset flag: the reader's default)."""
+    return dict(folder_dir=cfg.folder_dir or None, image_size=cfg.image_size or 84,
+                channels=cfg.channels or 3)
+
+
+SPECS = (DatasetSpec(
+    name='folder', loader=load, kind='images', flags=('folder_dir', 'image_size', 'channels'),
+    options=options,
+    description='your own images: DIR/<class>/<image> (split by class) or DIR/{train,val,test}/<class>/<image>'),)

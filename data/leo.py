@@ -57,7 +57,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from .datasets import DatasetError, FewShotDataset
+from .base import DatasetError, DatasetSpec, Download, FewShotDataset, RemoteFile, Source
 from .episodes import ClassSplit
 from .storage import load_plain_pickle, writable
 
@@ -467,3 +467,143 @@ def load_custom(data_root='./data', embedding_crop='center', data_path=None, tra
     """leo_custom: your own embeddings in LEO's format, <data_path>/<split>_embeddings.pkl|npz.
     embedding_crop is accepted (so every leo_* dataset takes the same options) and ignored."""
     return load(data_root, CUSTOM, embedding_crop, data_path, train_on_val)
+
+
+# ----------------------------------------------------------------------------- declaration
+# The authors' pre-computed WRN-28-10 embeddings, linked from deepmind/leo's README. No checksum
+# is published, so the zip is checked to be readable and to hold the nine files.
+
+LEO_EMBEDDINGS_URL = 'http://storage.googleapis.com/leo-embeddings/embeddings.zip'
+
+
+def _zip_members(zf):
+    """{relative path in EXPECTED_FILES: zip member} of `zf`, and the list of expected files it
+    lacks. The files may sit under any one top folder (embeddings/ in the published zip);
+    member names are only matched, never used as output paths."""
+    names = [i.filename for i in zf.infolist() if not i.is_dir()]
+    found, prefixes = {}, set()
+    for want in EXPECTED_FILES:
+        hits = [n for n in names if n.replace('\\', '/') == want or n.replace('\\', '/').endswith('/' + want)]
+        if len(hits) == 1:
+            found[want] = hits[0]
+            prefixes.add(hits[0][:-len(want)])
+    if len(prefixes) > 1:   # the nine files must come from one folder
+        found = {}
+    return found, [w for w in EXPECTED_FILES if w not in found]
+
+
+def check_zip(path):
+    """Deletes `path` and raises DownloadError unless it is a readable zip holding LEO's nine
+    embedding pickles ({mini,tiered}ImageNet/{center,multiview}/{train,val,test}_embeddings.pkl)."""
+    from .download import DownloadError
+    problem = None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            _, missing = _zip_members(zf)
+        if missing:
+            problem = (f'it lacks {len(missing)} of the 9 embedding files, e.g. embeddings/{missing[0]}'
+                       if len(missing) < 9 else 'it holds none of the embedding files '
+                       '(embeddings/<miniImageNet|tieredImageNet>/<center|multiview>/<split>_embeddings.pkl)')
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        with open(path, 'rb') as fh:
+            head = fh.read(512).lstrip().lower()
+        problem = ('it is a web page, not a zip' if head.startswith((b'<!doctype', b'<html', b'<?xml'))
+                   else f'it is not a readable zip ({exc})')
+    if problem is not None:
+        os.remove(path)
+        raise DownloadError(f'{path} is not LEO\'s embeddings.zip: {problem}. It was deleted; rerun to '
+                            'download it again, and if this repeats the source is serving a different file.')
+
+
+def _unpack(archive, out_dir, wanted, progress):
+    """Writes the members of `archive` for the relative paths `wanted` to out_dir/<path>, each
+    through a temporary file renamed when complete, with a byte progress bar. The whole
+    archive is refused (nothing written) if any member is unsafe (absolute, '..', links)."""
+    from tqdm import tqdm
+    from .download import DownloadError, check_members, zip_members
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            check_members(zip_members(zf), archive)
+            found, missing = _zip_members(zf)
+            if missing:
+                raise DownloadError(f'{archive} lacks embeddings/{missing[0]} (and {len(missing) - 1} more); '
+                                    'delete it and download it again.', kind='archive')
+            infos = [zf.getinfo(found[w]) for w in wanted]
+            with tqdm(total=sum(i.file_size for i in infos), unit='B', unit_scale=True, unit_divisor=1024,
+                      desc=f'unpacking {os.path.basename(archive)}', disable=not progress) as bar:
+                for rel, info in zip(wanted, infos):
+                    dest = os.path.join(out_dir, *rel.split('/'))
+                    os.makedirs(os.path.dirname(dest), exist_ok=True)
+                    tmp = dest + '.unpacking'
+                    try:
+                        with zf.open(info) as src, open(tmp, 'wb') as dst:
+                            while True:
+                                chunk = src.read(1 << 20)
+                                if not chunk:
+                                    break
+                                dst.write(chunk)
+                                bar.update(len(chunk))
+                        os.replace(tmp, dest)
+                    finally:
+                        if os.path.exists(tmp):
+                            os.remove(tmp)
+    except (zipfile.BadZipFile, EOFError) as exc:   # includes a CRC mismatch while reading
+        raise DownloadError(f'{archive} is corrupted ({type(exc).__name__}: {exc}); delete it and download it '
+                            'again.', kind='archive') from None
+    except OSError as exc:
+        raise DownloadError(f'Unpacking {archive} into {out_dir} failed: {exc}', kind='io') from None
+
+
+def preprocess(dataset_dir, paths, force, progress=True):
+    """get_data's step: unpacks the nine embedding pickles into <dataset_dir>/embeddings/ (the
+    default data_path) and converts each into the npz beside it, so training never unpickles."""
+    from tqdm import tqdm
+    from .download import preprocessing
+    out_dir = os.path.join(dataset_dir, 'embeddings')
+    pkls = {rel: os.path.join(out_dir, *rel.split('/')) for rel in EXPECTED_FILES}
+    wanted = [rel for rel, p in pkls.items()
+              if force or not (os.path.isfile(p) or os.path.isfile(npz_path(p)))]
+    if wanted:
+        _unpack(paths[0], out_dir, wanted, progress)
+    converted = 0
+    remedy = (f'Delete {paths[0]} and rerun {get_data_command(os.path.dirname(dataset_dir) or ".")} '
+              '--force to download and unpack it again')
+    with preprocessing('LEO\'s embeddings', dataset_dir):
+        for rel in tqdm(EXPECTED_FILES, desc='converting to npz', unit='file', disable=not progress):
+            if os.path.isfile(pkls[rel]):
+                converted += convert(pkls[rel], force=force, remedy=remedy)[1]
+    return (f'{len(EXPECTED_FILES)} embedding files in {out_dir} ({converted} converted to npz now, '
+            f'{len(EXPECTED_FILES) - converted} already were); the .pkl files may be deleted')
+
+
+DOWNLOAD = Download(
+    name='leo',
+    default_source='deepmind',
+    sources={
+        'deepmind': Source(
+            description="LEO's pre-computed 640-d WRN-28-10 embeddings (embeddings.zip from "
+                        "deepmind/leo's README; no published checksum, so the zip is checked to hold "
+                        'the nine {miniImageNet,tieredImageNet}/{center,multiview}/<split>_embeddings.pkl), '
+                        'unpacked into embeddings/ and converted to npz',
+            preprocess=preprocess, options=('progress',),
+            files=(RemoteFile('embeddings', 'embeddings.zip', LEO_EMBEDDINGS_URL, check=check_zip),)),
+    })
+
+
+def options(cfg):
+    """The reader options from main.py's flags (the same for every leo_* dataset)."""
+    return dict(embedding_crop=cfg.embedding_crop, data_path=cfg.data_path or None,
+                train_on_val=cfg.train_on_val)
+
+
+_FLAGS = ('embedding_crop', 'data_path', 'train_on_val')
+SPECS = (
+    DatasetSpec(name='leo_mini', loader=load_mini, kind='embeddings', flags=_FLAGS, options=options,
+                description="LEO's 640-d WRN-28-10 embeddings of miniImageNet (center or multiview crops)",
+                download=DOWNLOAD),
+    DatasetSpec(name='leo_tiered', loader=load_tiered, kind='embeddings', flags=_FLAGS, options=options,
+                description="LEO's 640-d WRN-28-10 embeddings of tieredImageNet (center crops)",
+                download=DOWNLOAD),
+    DatasetSpec(name='leo_custom', loader=load_custom, kind='embeddings', flags=_FLAGS, options=options,
+                description="your own embeddings in LEO's file format (<data_path>/<split>_embeddings.pkl|npz)"),
+)

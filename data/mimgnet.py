@@ -44,13 +44,14 @@ into memory instead, every time. tiered.py's class-folder form uses the same lis
 decoding and cache code (with its own cache file names).
 """
 import csv
+import functools
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
-from .datasets import DatasetError, FewShotDataset
+from .base import DatasetError, DatasetSpec, Download, FewShotDataset, RemoteFile, Source, dropbox_npy
 from .episodes import ClassSplit
 from .storage import (FolderSource, cache_paths, check_disjoint, current_cache,
                       decode_now, decode_split, file_signature, folder_classes, folder_source,
@@ -342,3 +343,168 @@ def load(data_root='./data', mimgnet_layout='auto') -> FewShotDataset:
                                f'{get_data_command(data_root, "l2b")})')
         return _npy_dataset(mimgnet_dir, data_root)
     return _csv_dataset(mimgnet_dir, data_root)
+
+
+# ----------------------------------------------------------------------------- declaration
+
+# The Ravi & Larochelle split (64/16/20 classes x 600 images), as published with their code.
+RAVI_CSV_BASE_URL = 'https://raw.githubusercontent.com/twitter/meta-learning-lstm/master/data/miniImagenet'
+# l2b's miniImageNet: 64 / 16 / 20 classes x 600 images of 84x84x3 (dtype undocumented).
+L2B_CLASSES = {'train': 64, 'valid': 16, 'test': 20}
+
+
+def check_mimgnet_npy(path, n_classes):
+    """Deletes `path` and raises DownloadError unless it reads as [n_classes, 600, 21168].
+
+    As for Omniglot the stored shape is undocumented; any shape the reader understands is
+    accepted if it gives n_classes classes of 600 images of 84*84*3 values."""
+    from .download import check_npy
+    found = {}
+
+    def problem_of(arr):
+        found['dtype'] = arr.dtype
+        if arr.dtype.kind not in 'uif':
+            return f'it holds {arr.dtype} values, not images'
+        geometry = npy_geometry(arr.shape)
+        if isinstance(geometry, str) or geometry != (n_classes, METADROP_PER_CLASS):
+            why = geometry if isinstance(geometry, str) else f'{geometry[0]} classes x {geometry[1]} images'
+            return (f'it holds an array of shape {arr.shape} ({why}), which cannot be read as '
+                    f'[{n_classes}, {METADROP_PER_CLASS}, {PIXELS}] (classes x images x '
+                    '84*84*3 values) as metadrop reads it')
+        return None
+
+    check_npy(path, 'metadrop miniImageNet file', problem_of)
+    log.info('%s: %d classes x %d images x %d values (%s).', path, n_classes, METADROP_PER_CLASS,
+             PIXELS, found['dtype'])
+
+
+def check_ravi_csv(path, n_classes):
+    """Deletes `path` and raises DownloadError unless it is a Ravi & Larochelle split csv:
+    header filename,label and n_classes labels of 600 rows each."""
+    import collections
+    from .download import DownloadError
+    problem = None
+    try:
+        with open(path, newline='', encoding='utf-8-sig') as fh:
+            rows = list(csv.reader(fh))
+        if not rows or [c.strip() for c in rows[0]] != CSV_HEADER:
+            problem = f'its first line is {",".join(rows[0]) if rows else "(empty)"!r}, not "filename,label"'
+        else:
+            counts = collections.Counter(r[1].strip() for r in rows[1:] if len(r) == 2)
+            bad = [r for r in rows[1:] if r and len(r) != 2]
+            if bad:
+                problem = f'{len(bad)} rows are not "filename,label" (e.g. {",".join(bad[0])!r})'
+            elif len(counts) != n_classes or set(counts.values()) != {METADROP_PER_CLASS}:
+                problem = (f'it lists {len(counts)} classes with {min(counts.values(), default=0)}..'
+                           f'{max(counts.values(), default=0)} images each, not {n_classes} x '
+                           f'{METADROP_PER_CLASS}')
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        problem = f'it cannot be read as csv ({exc})'
+    if problem is not None:
+        os.remove(path)
+        raise DownloadError(f'{path} is not a Ravi & Larochelle miniImageNet split file: {problem}. '
+                            'It was deleted; rerun to download it again.')
+
+
+def preprocess_mimgnet_csv(dataset_dir, paths, force, images_dir=None):
+    """Builds the cache_{split}.npy from the images, or explains where they go."""
+    from .download import DownloadError, preprocessing
+    images = images_dir or os.path.join(dataset_dir, 'images')
+    split_folders = all(os.path.isdir(os.path.join(dataset_dir, w)) for w in ('train', 'test'))
+    if images_dir is None and not split_folders and not (os.path.isdir(images) and os.listdir(images)):
+        raise DownloadError(
+            f'The split csvs are in {dataset_dir}, but the images are not. ImageNet images cannot be '
+            'redistributed, so no source downloads them: obtain the miniImageNet images (e.g. the '
+            "Ravi & Larochelle images.zip, or cut them from ImageNet with the csvs' file names), "
+            f'put them in {images}/<filename>.jpg (or as {dataset_dir}/{{train,val,test}}/<wnid>/*.jpg), '
+            'or pass --images_dir DIR, and rerun this command to build the cache '
+            '(the csvs are not fetched again). Pass --no_preprocess to only fetch the csvs.')
+    with preprocessing('miniImageNet', dataset_dir):
+        built = build_cache(dataset_dir, images_dir=images_dir, force=force)
+    return ', '.join(os.path.basename(p) for p in built)
+
+
+def check_l2b_mimgnet_npy(path, split):
+    """l2b's miniImageNet file `split`: a pickled object array of L2B_CLASSES[split] classes
+    (converted later), or a numeric array as check_mimgnet_npy accepts."""
+    from .perclass import check_l2b_npy
+    from .storage import read_npy_header
+    n_classes = L2B_CLASSES[split]
+    try:
+        is_object = read_npy_header(path).dtype.hasobject
+    except DatasetError:   # not an npy at all: check_mimgnet_npy says so and deletes it
+        is_object = False
+    if is_object:
+        check_l2b_npy(path, IMAGE_SHAPE, n_classes)
+    else:
+        check_mimgnet_npy(path, n_classes)
+
+
+def prepare_mimgnet_l2b(dataset_dir):
+    """A download skips files that exist: train.npy/test.npy fetched with --source metadrop
+    would be kept. Say so when train.npy is there but l2b's valid.npy is not."""
+    if os.path.isfile(os.path.join(dataset_dir, 'train.npy')) and \
+            not os.path.isfile(os.path.join(dataset_dir, 'valid.npy')):
+        log.warning('%s/train.npy (and test.npy) already exist and are kept; if they are metadrop\'s '
+                    '(--source metadrop) rather than l2b\'s, delete them and rerun to fetch l2b\'s.',
+                    dataset_dir)
+
+
+def preprocess_mimgnet_l2b(dataset_dir, paths, force, progress=True):
+    """Converts any of l2b's miniImageNet files that is a pickled object array into uint8
+    [C, 600, 84, 84, 3] in place; numeric files are used as they are."""
+    from .download import preprocessing
+    from .perclass import convert_object_npy
+    from .storage import read_npy_header
+    done = []
+    with preprocessing('miniImageNet', dataset_dir):
+        for path in paths:
+            result = convert_object_npy(path, IMAGE_SHAPE, dense_only=True, progress=progress)
+            done.append(result or f'{os.path.basename(path)} ({read_npy_header(path).dtype}, used as is)')
+    return '; '.join(done)
+
+
+def _metadrop_file(which, file_id):
+    return dropbox_npy(which, file_id, functools.partial(check_mimgnet_npy, n_classes=METADROP_CLASSES[which]))
+
+
+DOWNLOAD = Download(
+    name='mimgnet',
+    default_source='metadrop',
+    sources={
+        'metadrop': Source(
+            description="Meta-Dropout's miniImageNet train.npy/test.npy (Dropbox; no "
+                        'published checksum, so the size and array shape are checked)',
+            preprocess=None,
+            files=(_metadrop_file('train', 'ir54llgjfjv3naa'), _metadrop_file('test', 'i40h3wyjlpxeesr'))),
+        'csv': Source(
+            description='the Ravi & Larochelle split csvs (twitter/meta-learning-lstm); the '
+                        'ImageNet images cannot be redistributed and must be supplied '
+                        '(images/ or --images_dir), then they are cached as cache_*.npy',
+            preprocess=preprocess_mimgnet_csv, options=('images_dir',),
+            files=tuple(
+                RemoteFile(which, f'{which}.csv', f'{RAVI_CSV_BASE_URL}/{which}.csv',
+                           check=functools.partial(check_ravi_csv, n_classes=n))
+                for which, n in RAVI_CLASSES.items())),
+        'l2b': Source(
+            description="Bayesian TAML's (l2b's) miniImageNet train.npy/valid.npy/test.npy "
+                        '(Dropbox; no published checksum, so the shape is checked; pickled object '
+                        'arrays are converted to uint8 through a restricted unpickler); valid.npy is '
+                        'used for validation',
+            preprocess=preprocess_mimgnet_l2b, options=('progress',), prepare=prepare_mimgnet_l2b,
+            files=tuple(dropbox_npy(name, file_id, functools.partial(check_l2b_mimgnet_npy, split=name))
+                        for name, file_id in (('train', 'llfp5p6vymiabzl'), ('valid', 'f1jz6valn6j42jk'),
+                                              ('test', 'o0mg0b83978yu5y')))),
+    })
+
+
+def options(cfg):
+    """The reader options from main.py's flags (configs saved before --mimgnet_layout: auto)."""
+    return dict(mimgnet_layout=getattr(cfg, 'mimgnet_layout', 'auto'))
+
+
+SPECS = (DatasetSpec(
+    name='mimgnet', loader=load, kind='images', flags=('mimgnet_layout',), options=options,
+    description='miniImageNet (Vinyals et al.; Ravi & Larochelle split), 84x84x3: metadrop\'s or '
+                "l2b's npy files, or the csvs with the images cached as uint8",
+    download=DOWNLOAD),)

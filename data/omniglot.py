@@ -13,6 +13,7 @@ Preprocessing follows cbfinn/maml: PIL resize to 28x28 with LANCZOS, /255, inver
 so strokes are 1 and the background 0. We store that as uint8 0/255 (strokes 255).
 """
 import io
+import logging
 import os
 import random
 import tempfile
@@ -25,9 +26,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset, show_progress
+from .base import (DatasetError, DatasetSpec, Download, FewShotDataset, RemoteFile, Source, comma_list,
+                   dropbox_npy, show_progress)
 from .episodes import ClassSplit
 from .storage import open_npy_memmap, writable
+
+log = logging.getLogger(__name__)
 
 IMAGE_SIZE = 28
 IMAGES_PER_CHARACTER = 20
@@ -415,3 +419,86 @@ def load(data_root='./data', source='auto', rotations=True, test_alphabets=None,
             f'train {train.n_classes} / {"val=test" if val_idx is None else f"val {val.n_classes}"} / '
             f'test {test.n_classes} classes')
     return FewShotDataset('omniglot', train, val, test, (IMAGE_SIZE, IMAGE_SIZE, 1), val_idx is None, desc)
+
+
+# ----------------------------------------------------------------------------- declaration
+
+OMNIGLOT_BASE_URL = 'https://github.com/brendenlake/omniglot/raw/master/python'
+
+# metadrop's data.py reshapes these to [4800, 20, 784] and [1692, 20, 784]: characters x
+# 4 rotations, 20 drawers, 28*28 pixels (fidelity notes 4.1).
+METADROP_DRAWERS, METADROP_PIXELS, METADROP_ROTATIONS = 20, 28 * 28, 4
+
+
+def check_metadrop_npy(path):
+    """Deletes `path` and raises DownloadError unless it reads as [N, 20, 784], N % 4 == 0.
+
+    The stored shape of the Dropbox files is not documented (metadrop reshapes after
+    loading), so any shape with that many elements per class is accepted."""
+    from .download import check_npy
+    per_class = METADROP_DRAWERS * METADROP_PIXELS
+    found = {}
+
+    def problem_of(arr):
+        n = arr.size // per_class if arr.size % per_class == 0 else None
+        if n is None or n == 0 or n % METADROP_ROTATIONS:
+            return (f'it holds an array of shape {arr.shape}, which cannot be read as '
+                    f'[N, {METADROP_DRAWERS}, {METADROP_PIXELS}] with N a positive multiple '
+                    f'of {METADROP_ROTATIONS} (classes x rotations)')
+        found['n'] = n
+        return None
+
+    check_npy(path, 'metadrop data file', problem_of)
+    log.info('%s: %d classes x %d drawers x %d pixels.', path, found['n'], METADROP_DRAWERS,
+             METADROP_PIXELS)
+
+
+def preprocess_zips(dataset_dir, paths, force):
+    """get_data's step after the official zips: decodes them into omniglot28.npz."""
+    from .download import DownloadError
+    try:
+        return build_cache(dataset_dir, force=force)
+    except (DatasetError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DownloadError(
+            f'Preprocessing the Omniglot zips in {dataset_dir} failed: {type(exc).__name__}: '
+            f'{exc}. If a zip is damaged, delete it and download it again.') from None
+
+
+DOWNLOAD = Download(
+    name='omniglot',
+    default_source='official',
+    sources={
+        'official': Source(
+            description='the official Omniglot zips (Lake et al.), decoded by '
+                        'data.omniglot into omniglot28.npz',
+            preprocess=preprocess_zips,
+            files=tuple(
+                RemoteFile(name, name + '.zip', f'{OMNIGLOT_BASE_URL}/{name}.zip', md5,
+                           extra=extra)
+                for name, md5, extra in (
+                    ('images_background', '68d2efa1b9178cc56df9314c21c6e718', None),
+                    ('images_evaluation', '6b91aef0f799c5bb55b94e3f2daec811', None),
+                    ('images_background_small1', 'e704a628b5459e08445c13499850abc4', 'small'),
+                    ('images_background_small2', 'b75a71a51d3b13f821f212756fe481fd', 'small'),
+                ))),
+        'metadrop': Source(
+            description="Meta-Dropout's preprocessed train.npy/test.npy (Dropbox; no "
+                        'published checksum, so the size and array shape are checked)',
+            preprocess=None,
+            files=(dropbox_npy('train', 'h13g4b2awd7xdr6', check_metadrop_npy),
+                   dropbox_npy('test', 'w313ybz6rls1e83', check_metadrop_npy))),
+    })
+
+
+def options(cfg):
+    """The reader options from main.py's flags."""
+    return dict(source=cfg.omniglot_source, test_alphabets=comma_list(cfg.test_alphabets),
+                val_alphabets=comma_list(cfg.val_alphabets))
+
+
+SPECS = (DatasetSpec(
+    name='omniglot', loader=load, kind='images',
+    flags=('omniglot_source', 'test_alphabets', 'val_alphabets'), options=options,
+    description='Omniglot (Lake et al.): 28x28 grey characters, 4 rotations per character; '
+                "metadrop's npy files, the official zips or their small subsets",
+    download=DOWNLOAD),)

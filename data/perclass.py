@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .datasets import DatasetError
+from .base import DatasetError
 from .storage import load_plain_pickle, open_npy_memmap, read_npy_header, temp_path
 from .episodes import ClassSplit
 
@@ -321,3 +321,44 @@ def convert_object_npy(path, image_shape, dense_only=False, progress=False):
     write_split(path.parent, stem, counts, image_shape, get_class, progress=progress,
                 desc=f'converting {path.name}')
     return f'{path.name}: {len(counts)} classes x {min(counts)}..{max(counts)} images converted to uint8'
+
+
+# ----------------------------------------------------------------------------- get_data checks
+
+def l2b_npy_problem(path, image_shape, n_classes=None):
+    """None if `path` is a usable per-class npy (l2b's object array, a dense [C, n, *shape]
+    array, or our ragged [N, *shape] + _counts.npy), else the reason. Reads the header only."""
+    try:
+        header = read_npy_header(path)
+    except DatasetError:
+        return ('it is not a readable .npy array (an HTML page, as Dropbox serves when a link is '
+                'gone, a truncated download or some other file)')
+    shape = header.shape
+    if header.dtype.hasobject:
+        if len(shape) != 1 or (n_classes is not None and shape[0] != n_classes):
+            return (f'it is an object array of shape {shape}, not a list of '
+                    f'{n_classes if n_classes is not None else "the"} classes')
+        return None   # the content is checked when it is converted
+    if header.dtype != 'uint8' and header.dtype.kind != 'f':
+        return f'it holds {header.dtype} values, not images'
+    stem = os.path.basename(path)[:-len('.npy')]
+    if len(shape) == 5 and shape[2:] == tuple(image_shape):
+        if n_classes is not None and shape[0] != n_classes:
+            return f'it holds {shape[0]} classes, not {n_classes}'
+        return None
+    if len(shape) == 4 and shape[1:] == tuple(image_shape) and os.path.isfile(counts_path(
+            os.path.dirname(path), stem)):
+        return None
+    return (f'it holds an array of shape {shape}, not per-class images [n_classes, n, '
+            f'{", ".join(map(str, image_shape))}]')
+
+
+def check_l2b_npy(path, image_shape, n_classes=None):
+    """Deletes `path` and raises DownloadError unless it is a per-class npy of l2b's (or ours)."""
+    from .download import DownloadError
+    problem = l2b_npy_problem(path, image_shape, n_classes)
+    if problem is not None:
+        os.remove(path)
+        raise DownloadError(f'{path} is not a usable l2b data file: {problem}. It was deleted; rerun to '
+                            'download it again, and if this repeats the source is serving a different '
+                            'file.')

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import DatasetError, show_progress
+from .base import DatasetError, show_progress
 from .episodes import ClassSplit
 
 log = logging.getLogger(__name__)

@@ -25,11 +25,12 @@ l2b stores float64 x / 255 (a dense valid.npy, an object array for the ragged te
 we store the uint8 pixels, which read back as the same values, and convert l2b's own files
 if a user has them (data.perclass).
 """
+import os
 from pathlib import Path
 
 import numpy as np
 
-from .datasets import DatasetError, FewShotDataset
+from .base import DatasetError, DatasetSpec, Download, FewShotDataset, RemoteFile, Source
 from .perclass import (is_up_to_date, read_split, split_summary, storage_note, write_classes,
                        write_info)
 from .storage import file_signature
@@ -157,3 +158,54 @@ def build(dataset_dir, train_mat, test_mat, val_idx_path=None, svhn_val='fixed',
     return (f'valid.npy (10 classes x {vc[0] if len(vc) == 1 else f"{vc[0]}..{vc[-1]}"} train images, '
             f'{svhn_val} selection), test.npy ({sum(len(t) for t in test)} test images, '
             f'{min(len(t) for t in test)}..{max(len(t) for t in test)} per class)')
+
+
+# ----------------------------------------------------------------------------- declaration
+
+SVHN_BASE_URL = 'http://ufldl.stanford.edu/housenumbers'
+SVHN_MD5 = {'train_32x32.mat': 'e26dedcc434d2e4c54c9b2d4a06d8373',
+            'test_32x32.mat': 'eb5a983be6a315427106f1b164d9cef3'}
+SVHN_VAL_IDX_URL = 'https://raw.githubusercontent.com/haebeom-lee/l2b/master/data/svhn/val_idx.npy'
+
+
+def check_val_idx(path):
+    """Deletes `path` and raises DownloadError unless it is an integer array [10, n]."""
+    from .download import check_npy
+
+    def problem_of(arr):
+        if arr.dtype.kind not in 'iu' or arr.ndim != 2 or arr.shape[0] != 10 or arr.shape[1] == 0:
+            return f'it holds {arr.dtype} values of shape {arr.shape}, not integer indices [10, n]'
+        return None
+    check_npy(path, "l2b's SVHN val_idx.npy", problem_of)
+
+
+def preprocess(dataset_dir, paths, force, svhn_val=None, progress=True):
+    """get_data's step: builds SVHN's valid.npy and test.npy from the .mat files."""
+    from .download import preprocessing
+    files = {os.path.basename(p): p for p in paths}
+    with preprocessing('SVHN', dataset_dir):
+        return build(dataset_dir, files['train_32x32.mat'], files['test_32x32.mat'],
+                     files.get('val_idx.npy'), svhn_val=svhn_val or 'fixed', force=force,
+                     progress=progress)
+
+
+DOWNLOAD = Download(
+    name='svhn',
+    default_source='official',
+    sources={
+        'official': Source(
+            description='SVHN train/test_32x32.mat (md5 checked) + l2b\'s val_idx.npy: valid.npy '
+                        '(10 x 600 train images; --svhn_val fixed|random) and test.npy (the test '
+                        'set by class); out-of-distribution only',
+            preprocess=preprocess, options=('svhn_val', 'progress'),
+            files=(RemoteFile('train_32x32', 'train_32x32.mat', f'{SVHN_BASE_URL}/train_32x32.mat',
+                              SVHN_MD5['train_32x32.mat']),
+                   RemoteFile('test_32x32', 'test_32x32.mat', f'{SVHN_BASE_URL}/test_32x32.mat',
+                              SVHN_MD5['test_32x32.mat']),
+                   RemoteFile('val_idx', 'val_idx.npy', SVHN_VAL_IDX_URL, check=check_val_idx))),
+    })
+
+SPECS = (DatasetSpec(
+    name='svhn', loader=load, kind='images', has_train=False,
+    description="SVHN digits, 32x32x3, out-of-distribution only (l2b's validation and test splits)",
+    download=DOWNLOAD),)

@@ -12,7 +12,7 @@ contributes a separable Gaussian (weighted by the arc length it stands for), so 
 """
 import numpy as np
 
-from .datasets import DatasetError, FewShotDataset
+from .base import DatasetError, DatasetSpec, FewShotDataset
 from .episodes import ClassSplit
 
 MAX_STROKES = 4
@@ -135,3 +135,15 @@ def load(data_root=None, seed=0, image_size=28, n_train=600, n_val=100, n_test=2
             f'train {n_train} / val {n_val} / test {n_test} classes')
     return FewShotDataset('synthetic', splits['train'], splits['val'], splits['test'],
                           (image_size, image_size, 1), False, desc)
+
+
+# ----------------------------------------------------------------------------- declaration
+
+def options(cfg):
+    """The reader options from main.py's flags."""
+    return dict(seed=cfg.data_seed)
+
+
+SPECS = (DatasetSpec(
+    name='synthetic', loader=load, kind='images', flags=('data_seed',), options=options,
+    description='generated 28x28 stroke glyphs (nothing to download; for tests and smoke runs)'),)

@@ -65,6 +65,7 @@ used as they are.
 A split whose class count differs from 351 / 97 / 160 is used as found, with a warning
 and a note in the description (tests use tiny splits).
 """
+import functools
 import io
 import logging
 import os
@@ -78,7 +79,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import DatasetError, FewShotDataset, show_progress
+from .base import DatasetError, DatasetSpec, Download, FewShotDataset, RemoteFile, Source, show_progress
 from .episodes import ClassSplit
 from .storage import (check_disjoint, current_cache, decode_now, file_signature, folder_classes,
                       folder_source, load_plain_pickle, open_cache as open_folder_cache, open_npy_memmap,
@@ -623,3 +624,133 @@ def load(data_root='./data', tiered_dir=None) -> FewShotDataset:
             f'{also}): train {tr.n_classes} / val {va.n_classes} / test {te.n_classes} classes, '
             f'{_per_class(tr)}/{_per_class(va)}/{_per_class(te)} images per class')
     return FewShotDataset('tiered', tr, va, te, IMAGE_SHAPE, False, desc)
+
+
+# ----------------------------------------------------------------------------- declaration
+
+# Both archives are only published on Google Drive. The drive.usercontent.google.com address
+# with confirm=t is meant to skip the page Drive shows instead of files too large for its virus
+# scan; if Drive serves a web page anyway, check_archive says how to fetch the tar by hand.
+# The tar linked from MetaOptNet's README (kjunelee/MetaOptNet) and from Meta-Baseline's, whose
+# materials/tiered-imagenet folder is what PyTorch-MAML reads: {split}_images.npz + _labels.pkl.
+TIERED_METAOPTNET_DRIVE_ID = '1nVGCTd9ttULRXFezh4xILQ9lUkg0WZCG'
+# Ren et al.'s original tar (renmengye/few-shot-ssl-public, learn2learn): {split}_images_png.pkl.
+TIERED_REN_DRIVE_ID = '1g1aIDy2Ar_MViF2gDXFYDBTR-HYecV07'
+
+
+def _drive_tar(name, drive_id):
+    """The RemoteFile of a tar published on Google Drive (no checksum: it is checked to be a tar)."""
+    return RemoteFile(name, name + '.tar',
+                      f'https://drive.usercontent.google.com/download?id={drive_id}&export=download'
+                      '&confirm=t',
+                      check=functools.partial(check_archive, drive_id=drive_id))
+
+
+def check_archive(path, drive_id):
+    """Deletes `path` and raises DownloadError unless it is a tar archive. Google Drive answers
+    with a web page (quota exceeded, sign-in or confirmation) when it will not serve the file."""
+    import tarfile
+    from .download import DownloadError
+    try:
+        ok = tarfile.is_tarfile(path)
+    except OSError:
+        ok = False
+    if not ok:
+        with open(path, 'rb') as fh:
+            head = fh.read(512).lstrip().lower()
+        what = 'a web page' if head.startswith((b'<!doctype', b'<html')) else 'not a tar archive'
+        os.remove(path)
+        raise DownloadError(
+            f'{path} is {what}, not the tieredImageNet tar, so it was deleted. Google Drive sometimes '
+            f'refuses scripted downloads of large files (quota, sign-in). Download it in a browser from '
+            f'https://drive.google.com/file/d/{drive_id}/view, save it as {path} and rerun this command '
+            f'(a file already there is used as it is), or point --url_override at a mirror.')
+
+
+def _unpack(dataset_dir, archive, names):
+    """Extracts `archive` (refusing unsafe members) into a staging folder of dataset_dir and
+    moves the files `names` (found anywhere in it) into dataset_dir; returns their paths.
+    The staging folder, with anything else the archive held, is removed."""
+    import shutil
+    from .download import DownloadError, safe_extract
+    staging = os.path.join(dataset_dir, '.unpacking')
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        safe_extract(archive, staging)
+        found = {}
+        for top, _, files in os.walk(staging):
+            for name in files:
+                if name in names:
+                    found.setdefault(name, []).append(os.path.join(top, name))
+        missing = [n for n in names if n not in found]
+        twice = [n for n, where in found.items() if len(where) > 1]
+        if missing or twice:
+            raise DownloadError(
+                f'{archive} does not hold the expected tieredImageNet files: '
+                + (f'missing {", ".join(missing)}' if missing else f'{", ".join(twice)} more than once')
+                + '. Delete it and download it again, or check that --source matches the archive '
+                '(metaoptnet: *_images.npz, ren: *_images_png.pkl).', kind='archive')
+        for name in names:
+            os.replace(found[name][0], os.path.join(dataset_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [os.path.join(dataset_dir, n) for n in names]
+
+
+def _caches(dataset_dir, force):
+    from .download import preprocessing
+    with preprocessing('tieredImageNet', dataset_dir):
+        built = build_cache(dataset_dir, force=force)
+    return ', '.join(os.path.basename(p) for p in built)
+
+
+def preprocess_tiered(dataset_dir, paths, force):
+    """Unpacks {split}_images.npz + {split}_labels.pkl from the tar, then builds the caches."""
+    names = [f'{w}_{kind}' for w in SPLITS for kind in ('images.npz', 'labels.pkl')]
+    if force or not all(os.path.isfile(os.path.join(dataset_dir, n)) for n in names):
+        _unpack(dataset_dir, paths[0], names)
+    return _caches(dataset_dir, force)
+
+
+def preprocess_tiered_ren(dataset_dir, paths, force):
+    """Unpacks Ren et al.'s {split}_images_png.pkl + {split}_labels.pkl, decodes the PNGs into
+    the npz layout ({split}_images.npz, BGR as the published npz), then builds the caches."""
+    from .download import DownloadError
+    targets = [os.path.join(dataset_dir, f'{w}_{kind}') for w in SPLITS
+               for kind in ('images.npz', 'labels.pkl')]
+    if force or not all(os.path.isfile(p) for p in targets):
+        names = [f'{w}_{kind}' for w in SPLITS for kind in ('images_png.pkl', 'labels.pkl')]
+        _unpack(dataset_dir, paths[0], names)
+        for w in SPLITS:
+            png = os.path.join(dataset_dir, f'{w}_images_png.pkl')
+            try:
+                png_pickle_to_npz(png, os.path.join(dataset_dir, f'{w}_images.npz'))
+            except DatasetError as exc:
+                raise DownloadError(f'Converting {png} failed: {exc}') from None
+            os.remove(png)
+    return _caches(dataset_dir, force)
+
+
+DOWNLOAD = Download(
+    name='tiered',
+    default_source='metaoptnet',
+    sources={
+        'metaoptnet': Source(
+            description="tieredImageNet as MetaOptNet/FEAT/PyTorch-MAML use it ({split}_images.npz "
+                        '+ {split}_labels.pkl; Google Drive, no published checksum, so the file is '
+                        'checked to be a tar), unpacked and cached as cache_*.npy',
+            preprocess=preprocess_tiered,
+            files=(_drive_tar('tiered_imagenet', TIERED_METAOPTNET_DRIVE_ID),)),
+        'ren': Source(
+            description="Ren et al.'s original tieredImageNet tar ({split}_images_png.pkl + "
+                        '{split}_labels.pkl; Google Drive), PNGs decoded into the npz layout, '
+                        'then cached',
+            preprocess=preprocess_tiered_ren,
+            files=(_drive_tar('tiered-imagenet', TIERED_REN_DRIVE_ID),)),
+    })
+
+SPECS = (DatasetSpec(
+    name='tiered', loader=load, kind='images',
+    description='tieredImageNet (Ren et al. 2018), 84x84x3: the npz layout of MetaOptNet / '
+                'PyTorch-MAML or the class folders of MTL, cached as uint8',
+    download=DOWNLOAD),)

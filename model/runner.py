@@ -142,24 +142,10 @@ PROCESS_START = time.time()   # --time_budget counts from here (this import, ~3 
 
 
 def dataset_options(cfg):
-    """The reader options of the chosen dataset, from the flags."""
-    def alphabets(value):
-        return [a.strip() for a in value.split(',') if a.strip()] if value else None
-
-    if cfg.dataset == 'omniglot':
-        return dict(source=cfg.omniglot_source, test_alphabets=alphabets(cfg.test_alphabets),
-                    val_alphabets=alphabets(cfg.val_alphabets))
-    if cfg.dataset == 'mimgnet':
-        return dict(mimgnet_layout=getattr(cfg, 'mimgnet_layout', 'auto'))
-    if cfg.dataset == 'folder':
-        return dict(folder_dir=cfg.folder_dir or None, image_size=cfg.image_size or 84,
-                    channels=cfg.channels or 3)
-    if cfg.dataset == 'synthetic':
-        return dict(seed=cfg.data_seed)
-    if cfg.dataset.startswith('leo_'):
-        return dict(embedding_crop=cfg.embedding_crop, data_path=cfg.data_path or None,
-                    train_on_val=cfg.train_on_val)
-    return {}
+    """The reader options of the chosen dataset, from the flags (as its declaration in data/
+    maps them; data.datasets.dataset_options)."""
+    from data.datasets import dataset_options as declared_options
+    return declared_options(cfg.dataset, cfg)
 
 
 def make_augmenter(cfg):

@@ -251,7 +251,7 @@ def _full_npy(n_classes, dtype=np.uint8):
 
 def test_get_data_metadrop_npy(server, tmp_path, capsys, monkeypatch):  # noqa: F811
     # Real files hold 600 images per class (1.6 GB); serve 2 per class and expect 2.
-    monkeypatch.setattr(get_data, 'MIMGNET_PER_CLASS', 2)
+    monkeypatch.setattr(mimgnet, 'METADROP_PER_CLASS', 2)
     server.add('/dl/train.npy', _full_npy(64))
     server.add('/dl/test.npy', _full_npy(20, np.float32))
     code, out, err = run(['--dataset', 'mimgnet', '--data_root', str(tmp_path), '--url_override',
@@ -268,7 +268,7 @@ def test_get_data_metadrop_npy(server, tmp_path, capsys, monkeypatch):  # noqa: 
 
 
 def test_get_data_rejects_wrongly_shaped_npy(server, tmp_path, capsys, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(get_data, 'MIMGNET_PER_CLASS', 2)
+    monkeypatch.setattr(mimgnet, 'METADROP_PER_CLASS', 2)
     server.add('/train.npy', _full_npy(20))           # the test split served as train
     server.add('/test.npy', _full_npy(20))
     code, _, err = run(['--dataset', 'mimgnet', '--data_root', str(tmp_path), '--base_url',
@@ -315,7 +315,7 @@ def test_get_data_csv_builds_cache_from_images_dir(tmp_path, capsys):
     d.mkdir(parents=True)
     for which in ('train', 'val', 'test'):
         (d / f'{which}.csv').write_bytes((src / f'{which}.csv').read_bytes())
-    paths = get_data.preprocess_mimgnet_csv(str(d), [], False, images_dir=str(src / 'images'))
+    paths = mimgnet.preprocess_mimgnet_csv(str(d), [], False, images_dir=str(src / 'images'))
     assert paths == 'cache_train.npy, cache_val.npy, cache_test.npy'
     ds = mimgnet.load(str(tmp_path / 'root'))       # no images/ here: the cache serves
     np.testing.assert_array_equal(ds.test.images(0, [0])[0],

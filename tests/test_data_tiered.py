@@ -570,7 +570,7 @@ def test_get_data_web_page_instead_of_tar(server, tmp_path, capsys):  # noqa: F8
 
 
 def tiered_id():
-    from data.get_data import TIERED_METAOPTNET_DRIVE_ID
+    from data.tiered import TIERED_METAOPTNET_DRIVE_ID
     return TIERED_METAOPTNET_DRIVE_ID
 
 

@@ -362,8 +362,8 @@ def test_cub_values_outside_0_1_are_refused(server, tmp_path, capsys):
 
 def test_mimgnet_l2b_source(server, tmp_path, capsys, monkeypatch):
     # The real files hold 64/16/20 classes x 600 images; serve 3/2/2 x 2 and expect those.
-    monkeypatch.setattr(get_data, 'MIMGNET_PER_CLASS', 2)
-    monkeypatch.setattr(get_data, 'MIMGNET_L2B_CLASSES', {'train': 3, 'valid': 2, 'test': 2})
+    monkeypatch.setattr(mimgnet, 'METADROP_PER_CLASS', 2)
+    monkeypatch.setattr(mimgnet, 'L2B_CLASSES', {'train': 3, 'valid': 2, 'test': 2})
     train = l2b_classes([2, 2, 2], seed=6)
     valid = l2b_classes([2, 2], seed=7)
     test = np.stack(l2b_classes([2, 2], seed=8)).astype(np.float32) / 255      # dense float
@@ -386,8 +386,8 @@ def test_mimgnet_l2b_source(server, tmp_path, capsys, monkeypatch):
 
 
 def test_mimgnet_l2b_wrong_class_count_is_deleted(server, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(get_data, 'MIMGNET_PER_CLASS', 2)
-    monkeypatch.setattr(get_data, 'MIMGNET_L2B_CLASSES', {'train': 3, 'valid': 2, 'test': 2})
+    monkeypatch.setattr(mimgnet, 'METADROP_PER_CLASS', 2)
+    monkeypatch.setattr(mimgnet, 'L2B_CLASSES', {'train': 3, 'valid': 2, 'test': 2})
     server.add('/train.npy', object_npy_bytes([c / 255.0 for c in l2b_classes([2, 2])]))  # 2, not 3
     code, _, err = run(['--dataset', 'mimgnet', '--source', 'l2b', '--data_root', str(tmp_path),
                         '--base_url', server.url], capsys)
