@@ -40,13 +40,16 @@ Output (deepmind/leo data.py layout), in --out:
                   timings, the embedding dimension, and a nearest-centroid probe (cosine,
                   on the L2-normalised embeddings as LEO normalises them) of 5-way 1/5-shot
                   episodes on the val and test embeddings.
+  {train,val,test}_embeddings.npz  the same arrays as data/leo.py converts them (the LEO
+                  reader loads them and never unpickles).
 LEO l2-normalises embeddings itself when it samples a problem, so they are stored raw.
+The keys, the files (written durably), the population statistics and the probe are
+model/embed.py's (`--mode embed`, which does the same from any checkpoint of main.py);
+this script keeps its own Conv4 pretraining, its held-out check and the `class` comparison.
 """
 import argparse
 import json
 import os
-import pickle
-import re
 import time
 
 # As main.py, before TensorFlow is imported (model/__init__.py explains the oneDNN switch).
@@ -56,51 +59,15 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 import tensorflow as tf
 
-from model import backbones, nets
+from model import backbones, embed, nets
+from model.embed import SPLITS, PICKLE_PROTOCOL, class_label, class_labels, make_keys  # noqa: F401
 from model.optim import Adam
-
-SPLITS = ('train', 'val', 'test')
-PICKLE_PROTOCOL = 2
-
-
-# ---- LEO's keys ----------------------------------------------------------------------------
-def class_label(name):
-    """A class name as a LEO class label: no '-' (key separator) and no '_' (file-name
-    separator); everything outside [A-Za-z0-9.()] becomes '.'."""
-    return re.sub(r'[^A-Za-z0-9.()]', '.', str(name))
-
-
-def class_labels(split):
-    """The labels of every class of `split`, checked unique (two names that sanitise to
-    the same label would merge classes in LEO's index)."""
-    labels = [class_label(split.class_name(c)) for c in range(split.n_classes)]
-    if len(set(labels)) != len(labels):
-        seen, dup = set(), []
-        for c, lab in enumerate(labels):
-            if lab in seen:
-                dup.append(f'{split.class_name(c)!r} -> {lab!r}')
-            seen.add(lab)
-        raise ValueError('class names collide once sanitised for LEO keys: ' + '; '.join(dup[:5]))
-    return labels
-
-
-def make_keys(split):
-    """numpy str array of the keys of every image of `split`, class by class, drawing by
-    drawing (the order `embed_split` writes the embeddings in)."""
-    keys, i = [], 0
-    for c, lab in enumerate(class_labels(split)):
-        for k in range(int(split.counts[c])):
-            keys.append(f'{i}-{lab}-{lab}_{k}.png')
-            i += 1
-    return np.array(keys, dtype=str)
 
 
 def write_pickle(path, embeddings, keys):
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-    if embeddings.ndim != 2 or embeddings.shape[0] != len(keys):
-        raise ValueError(f'{len(keys)} keys for embeddings of shape {embeddings.shape}')
-    with open(path, 'wb') as f:
-        pickle.dump({'embeddings': embeddings, 'keys': keys}, f, protocol=PICKLE_PROTOCOL)
+    """<split>_embeddings.pkl and its npz (model/embed.py write_embeddings)."""
+    folder, name = os.path.split(path)
+    embed.write_embeddings(folder or '.', name[:-len('_embeddings.pkl')], embeddings, keys)
 
 
 # ---- data ----------------------------------------------------------------------------------
@@ -129,46 +96,12 @@ def load_pairs(split, pairs):
 
 
 # ---- population statistics of the BN layers -----------------------------------------------
-class _Sums:
-    """norm callable: the given statistics for the layers in `stats`; at layer `target` it
-    keeps the per-channel sums of x and x^2 (in float64) and the number of values, and
-    normalises with the batch's own moments (what follows is not used)."""
-
-    def __init__(self, stats, target):
-        self.stats, self.target = stats, target
-        self.sums = None
-
-    def __call__(self, x, name):
-        if name in self.stats:
-            return self.stats[name]
-        if name == self.target:
-            x64 = tf.cast(x, tf.float64)
-            axes = list(range(x.shape.rank - 1))
-            count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float64)
-            self.sums = (tf.reduce_sum(x64, axes), tf.reduce_sum(tf.square(x64), axes), count)
-        return nets.moments(x)
-
-
 def population_stats(net, x, batch_size=1000):
     """{BN layer: (mean, biased var)} of the BN inputs over all images x, layer by layer:
     layer l's with the layers before it normalised by their population statistics."""
-    stats = {}
-    for layer in net.bn_channels:
-        norm = _Sums(stats, layer)
-
-        @tf.function(reduce_retracing=True)
-        def sums(xb):
-            net.features(xb, norm=norm)  # the unused rest of the forward is pruned
-            return norm.sums
-
-        s1 = s2 = count = 0.
-        for s in range(0, len(x), batch_size):
-            a, b, n = (v.numpy() for v in sums(tf.constant(x[s:s + batch_size])))
-            s1, s2, count = s1 + a, s2 + b, count + n
-        mean = s1 / count
-        var = np.maximum(s2 / count - mean ** 2, 0.)
-        stats[layer] = (tf.constant(mean, net.dtype), tf.constant(var, net.dtype))
-    return stats
+    return embed.population_stats(lambda xb, norm: net.features(xb, norm=norm), list(net.bn_channels),
+                                  lambda: (x[s:s + batch_size] for s in range(0, len(x), batch_size)),
+                                  net.dtype)
 
 
 def _compiled(fn):
@@ -281,41 +214,11 @@ def embed_split(net, split, stats, bn_stats='population', batch_size=500):
             x = split.images(c, np.arange(int(split.counts[c])))
             out.append(features(tf.constant(x)).numpy())
     elif bn_stats == 'population':
-        norm = nets.GivenStats(stats)
-        features = _compiled(lambda x: net.features(x, norm=norm))
-        pending, n_pending = [], 0
-        for c in range(split.n_classes):
-            pending.append(split.images(c, np.arange(int(split.counts[c]))))
-            n_pending += len(pending[-1])
-            if n_pending >= batch_size or c == split.n_classes - 1:
-                out.append(features(tf.constant(np.concatenate(pending))).numpy())
-                pending, n_pending = [], 0
+        return embed.embed_split(lambda x, norm: net.features(x, norm=norm), split, stats,
+                                 batch_size=batch_size)
     else:
         raise ValueError(f'unknown bn_stats {bn_stats!r}; choose population or class')
     return np.concatenate(out).astype(np.float32)
-
-
-def centroid_probe(embeddings, counts, way=5, shot=1, query=15, n_episodes=1000, seed=0):
-    """Mean accuracy and 95% interval of nearest-centroid classification (cosine, on the
-    L2-normalised embeddings) over random way-way shot-shot episodes."""
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    e = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    rng = np.random.default_rng(seed)
-    accs = []
-    for _ in range(n_episodes):
-        classes = rng.choice(len(counts), way, replace=False)
-        sup, qry = [], []
-        for c in classes:
-            idx = starts[c] + rng.choice(int(counts[c]), shot + query, replace=False)
-            sup.append(e[idx[:shot]])
-            qry.append(e[idx[shot:]])
-        protos = np.stack([s.mean(0) for s in sup])
-        protos /= np.maximum(np.linalg.norm(protos, axis=1, keepdims=True), 1e-12)
-        q = np.concatenate(qry)
-        pred = np.argmax(q @ protos.T, axis=1)
-        accs.append(np.mean(pred == np.repeat(np.arange(way), query)))
-    accs = np.array(accs)
-    return float(accs.mean()), float(1.96 * accs.std() / np.sqrt(len(accs)))
 
 
 def run(ds, out, epochs=10, n_channel=64, batch_size=64, lr=1e-3, weight_decay=0., n_holdout=2,
@@ -337,12 +240,7 @@ def run(ds, out, epochs=10, n_channel=64, batch_size=64, lr=1e-3, weight_decay=0
                     images_per_class=sorted({int(n) for n in split.counts}),
                     shape=list(emb.shape))
         if probe_episodes and name != 'train':
-            for shot in (1, 5):
-                query = min(15, int(split.counts.min()) - shot)
-                if query >= 1 and split.n_classes >= 5:
-                    m, ci = centroid_probe(emb, split.counts, 5, shot, query, probe_episodes, seed)
-                    info[f'centroid_5way_{shot}shot'] = dict(accuracy=m, ci95=ci, query=query,
-                                                             episodes=probe_episodes)
+            info.update(embed.probes(emb, split.counts, probe_episodes, seed))
         splits[name] = info
         log(f'{name}: {info}')
     report.update(
@@ -355,8 +253,8 @@ def run(ds, out, epochs=10, n_channel=64, batch_size=64, lr=1e-3, weight_decay=0
         pickle_protocol=PICKLE_PROTOCOL,
         class_counts={name: int(getattr(ds, name).n_classes) for name in SPLITS},
         description=getattr(ds, 'description', None))
-    with open(os.path.join(out, 'pretrain.json'), 'w') as f:
-        json.dump(report, f, indent=1)
+    embed.write_durably(os.path.join(out, 'pretrain.json'),
+                        lambda f: f.write((json.dumps(report, indent=1) + '\n').encode()))
     return report
 
 

@@ -51,9 +51,11 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
-from model import nets, steps
+from model import nets, resnets, steps
 
-ARCHS = ('resnet12', 'resnet18')
+ORIGINAL_ARCHS = ('resnet12', 'resnet18')
+# wrn28_10: not the original's; LEO's feature extractor, for --mode pretrain and embed only.
+ARCHS = ORIGINAL_ARCHS + ('wrn28_10',)
 ACTIVATIONS = ('leaky_relu', 'relu', 'None')
 NORMS = ('batch_norm', 'layer_norm', 'None')
 LEAKY_SLOPE = 0.1          # utils/misc.py leaky_relu: max(x, 0.1 x)
@@ -76,12 +78,14 @@ def activation_fn(name):
     raise ValueError(f'activation {name!r} is not one of {", ".join(ACTIVATIONS)}')
 
 
-def normalize(x, norm):
+def normalize(x, norm, stats=None, name=None):
     """The original's `normalize`: batch norm with the current batch's statistics and no
     affine part (gamma absent, beta always 0), layer norm over all but the batch axis (its
-    gamma 1 and beta 0 are never trained), or nothing."""
+    gamma 1 and beta 0 are never trained), or nothing. `stats` (a nets norm callable, with
+    the layer `name`) replaces the batch's statistics (--mode embed's population ones)."""
     if norm == 'batch_norm':   # (the fused kernel where it applies: nets.batch_norm)
-        return nets.batch_norm(x, tf.zeros([x.shape[-1]], x.dtype), BN_EPSILON)
+        return nets.batch_norm(x, tf.zeros([x.shape[-1]], x.dtype), BN_EPSILON, norm=stats,
+                               name=name)
     if norm == 'layer_norm':
         axes = list(range(1, x.shape.rank))
         mean = tf.reduce_mean(x, axes, keepdims=True)
@@ -109,12 +113,14 @@ def final_pool_size(arch, img_size):
 class MtlBackbone(snt.Module):
     """The original's ResNet-12 / ResNet-18 with its weights dict (`self.weights`, ordered,
     the original's key names) and a functional forward that can scale and shift."""
+    feature_dim = FEATURE_DIM
 
     def __init__(self, arch='resnet12', image_shape=(84, 84, 3), img_size=84,
                  activation='leaky_relu', norm='batch_norm', trainable=True, name='backbone'):
         super().__init__(name=name)
-        if arch not in ARCHS:
-            raise ValueError(f'backbone {arch!r} is not one of {", ".join(ARCHS)}')
+        if arch not in ORIGINAL_ARCHS:
+            raise ValueError(f'backbone {arch!r} is not one of {", ".join(ORIGINAL_ARCHS)} '
+                             '(make_backbone builds wrn28_10)')
         self.arch = arch
         self.image_shape = tuple(int(s) for s in image_shape)
         if len(self.image_shape) != 3 or self.image_shape[-1] not in (1, 3):
@@ -186,15 +192,20 @@ class MtlBackbone(snt.Module):
                                                  tf.compat.v1.image.ResizeMethod.BILINEAR)
         return h
 
-    def conv_block(self, h, kernel_key, ss, weights):
+    @property
+    def bn_layers(self):
+        """The batch-norm layers in forward order (named by their kernel), for statistics."""
+        return list(self.conv_keys) if self.norm == 'batch_norm' else []
+
+    def conv_block(self, h, kernel_key, ss, weights, stats=None):
         kernel = weights[kernel_key]
         bias = weights[self.bias_key(kernel_key)]
         if ss is not None:
             kernel = kernel * ss[kernel_key]        # broadcasts over the k x k taps
             bias = ss[self.bias_key(kernel_key)]    # the shift replaces the frozen bias
-        return self.act(normalize(conv(h, kernel) + bias, self.norm))
+        return self.act(normalize(conv(h, kernel) + bias, self.norm, stats, kernel_key))
 
-    def features(self, x, ss=None, dropout_rate=0., weights=None, shapes=None):
+    def features(self, x, ss=None, dropout_rate=0., weights=None, shapes=None, stats=None):
         """[B, 512] features. `ss` (mapping of scales and shifts) turns on meta-transfer;
         `dropout_rate` > 0 drops after every block (pre-training); `weights` replaces the
         variables (tests); `shapes`, a list, receives the input's and every block's output
@@ -212,21 +223,21 @@ class MtlBackbone(snt.Module):
             for b in range(1, len(RESNET12_CHANNELS) + 1):
                 inp = h
                 for j in (1, 2, 3):
-                    h = self.conv_block(h, f'block{b}_conv{j}', ss, w)
+                    h = self.conv_block(h, f'block{b}_conv{j}', ss, w, stats)
                 h = h + conv(inp, w[f'block{b}_conv_res'])
                 h = tf.nn.max_pool2d(h, 2, 2, 'VALID')
                 h = dropout(h)
             side = h.shape[1]
             h = tf.nn.avg_pool2d(h, side, side, 'VALID')
         else:
-            h = self.conv_block(h, 'block0_1_conv1', ss, w)
+            h = self.conv_block(h, 'block0_1_conv1', ss, w, stats)
             h = tf.nn.max_pool2d(h, 3, 2, 'SAME')
             h = dropout(h)
             for i in range(len(RESNET18_BLOCKS)):
                 block = f'block{i // 2 + 1}_{i % 2 + 1}'
                 inp = h
-                h = self.conv_block(h, f'{block}_conv1', ss, w)
-                h = self.conv_block(h, f'{block}_conv2', ss, w)
+                h = self.conv_block(h, f'{block}_conv1', ss, w, stats)
+                h = self.conv_block(h, f'{block}_conv2', ss, w, stats)
                 h = h + conv(inp, w[f'{block}_conv_res'])
                 if i % 2 == 1:
                     h = tf.nn.max_pool2d(h, 2, 2, 'SAME')
@@ -235,10 +246,54 @@ class MtlBackbone(snt.Module):
         return tf.reshape(h, [-1, FEATURE_DIM])
 
 
-def fc_weights(n_classes, name):
-    """The original's construct_fc_weights: w5 [512, n] Glorot uniform, b5 zeros."""
+class MtlWideResNet(snt.Module):
+    """--backbone_arch wrn28_10: resnets.WideResNet (WRN-28-10, LEO's feature extractor)
+    behind MtlBackbone's interface, for MTL's pre-training (a plain classifier on the
+    meta-train classes, which is what LEO's paper describes) and --mode embed. Its input
+    goes through MtlBackbone's preparation (grey replicated to RGB, resized to --img_size);
+    pre-training's dropout falls between the two convs of every block (the WRN paper's
+    place). It has no scaling and shifting: meta-transfer is defined on the original's
+    ResNets, so MtlRunner refuses meta_train and meta_test with it."""
+    feature_dim = 640
+
+    def __init__(self, image_shape=(84, 84, 3), img_size=84, name='backbone'):
+        super().__init__(name=name)
+        self.arch = 'wrn28_10'
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.img_size = int(img_size)
+        with self.name_scope:
+            self.net = resnets.WideResNet(1, (self.img_size, self.img_size, 3), zero_head=True)
+        self.weights = self.net.theta
+        self.conv_keys = []
+
+    prepare = MtlBackbone.prepare
+
+    @property
+    def bn_layers(self):
+        return list(self.net.bn_channels)
+
+    def ss_shapes(self):
+        return collections.OrderedDict()
+
+    def features(self, x, ss=None, dropout_rate=0., weights=None, shapes=None, stats=None):
+        if ss:
+            raise ValueError('wrn28_10 has no scaling and shifting (meta-transfer)')
+        return self.net.features(self.prepare(x), weights, norm=stats, dropout_rate=dropout_rate)
+
+
+def make_backbone(arch, image_shape, img_size, activation, norm, trainable=True):
+    """The backbone --backbone_arch names (WRN-28-10 keeps Zagoruyko's torch-style BN with
+    gamma and beta, and ReLU, whatever --activation and --norm say)."""
+    if arch == 'wrn28_10':
+        return MtlWideResNet(image_shape, img_size)
+    return MtlBackbone(arch, image_shape, img_size, activation, norm, trainable=trainable)
+
+
+def fc_weights(n_classes, name, dim=FEATURE_DIM):
+    """The original's construct_fc_weights: w5 [512, n] Glorot uniform, b5 zeros (w5 [640, n]
+    on wrn28_10)."""
     return collections.OrderedDict(
-        w5=tf.Variable(nets.glorot_uniform([FEATURE_DIM, n_classes], tf.float32),
+        w5=tf.Variable(nets.glorot_uniform([dim, n_classes], tf.float32),
                        name=f'{name}_w5'),
         b5=tf.Variable(tf.zeros([n_classes]), name=f'{name}_b5'))
 
@@ -265,9 +320,9 @@ class MtlPretrainNet(snt.Module):
         super().__init__(name=name)
         self.n_classes = int(n_classes)
         self.dropout_rate = 1. - float(dropout_keep)
-        self.backbone = MtlBackbone(arch, image_shape, img_size, activation, norm)
+        self.backbone = make_backbone(arch, image_shape, img_size, activation, norm)
         with self.name_scope:
-            self.fc = fc_weights(self.n_classes, 'fc')
+            self.fc = fc_weights(self.n_classes, 'fc', self.backbone.feature_dim)
 
     @property
     def outer_variables(self):
@@ -291,14 +346,14 @@ class MTL(snt.Module):
         self.base_lr = float(base_lr)
         self.n_steps, self.n_test_steps = int(n_steps), int(n_test_steps)
         self.base_augmentation = bool(base_augmentation)
-        self.backbone = MtlBackbone(arch, image_shape, img_size, activation, norm,
-                                    trainable=False)
+        self.backbone = make_backbone(arch, image_shape, img_size, activation, norm,
+                                      trainable=False)
         with self.name_scope:
             self.ss = collections.OrderedDict()
             for k, shape in self.backbone.ss_shapes().items():
                 init = tf.ones if '_conv' in k else tf.zeros
                 self.ss[k] = tf.Variable(init(shape), name=f'ss_{k}')
-            self.fc = fc_weights(self.way, 'fc')
+            self.fc = fc_weights(self.way, 'fc', self.backbone.feature_dim)
 
     @property
     def outer_variables(self):

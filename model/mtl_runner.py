@@ -178,6 +178,11 @@ class MtlRunner(Runner):
     BAD_STEPS_EFFECT = 'None of them changed the SS or FC parameters'
 
     def __init__(self, cfg, log=print):
+        if cfg.backbone_arch not in mtl.ORIGINAL_ARCHS and cfg.mode in ('meta_train', 'meta_test'):
+            raise RunError(f'--backbone_arch {cfg.backbone_arch} is LEO\'s feature extractor: '
+                           'pre-train it (--mode pretrain) and write its embeddings (--mode '
+                           'embed); meta-transfer\'s scaling and shifting are defined on the '
+                           f'original\'s {" and ".join(mtl.ORIGINAL_ARCHS)} only')
         super().__init__(cfg, log)
         self._val_step = None
         self._test_step = None
@@ -218,12 +223,13 @@ class MtlRunner(Runner):
             found = (f'it holds weights-{", weights-".join(map(str, have))}' if have else
                      'no weights-<i> snapshot is there')
             raise RunError(
-                f'meta_train starts from the pre-trained backbone {weights_path(d, i if i is not None else "<i>")}, '
+                f'--mode {cfg.mode} starts from the pre-trained backbone {weights_path(d, i if i is not None else "<i>")}, '
                 f'but {found}. Pre-train first: python main.py --model mtl --mode pretrain '
                 f'--savedir {cfg.savedir} (same --dataset and --backbone_arch), or pick a '
                 'snapshot with --pre_iter (-1: the newest), or point --pretrain_dir at '
                 'another folder (or convert the released npy weights: python -m model.mtl_convert --pretrained_only)')
-        status = backbone_checkpoint(self.model.backbone).read(weights_path(d, i))
+        self.pretrained_path = weights_path(d, i)
+        status = backbone_checkpoint(self.model.backbone).read(self.pretrained_path)
         status.assert_existing_objects_matched()
         self.model.copy_shift_from_backbone()
         return (f'info: loaded the pre-trained backbone {weights_path(d, i)}; the shifts start '

@@ -22,6 +22,15 @@ ResNet-18 (PyTorch-MAML's: a stem and ONE basic block per stage, so 9 convolutio
 Parameter names: layer{i}_conv{j}_w, layer{i}_bn{j}_gamma / _beta, layer{i}_sc_conv_w,
 layer{i}_sc_bn_gamma / _beta (ResNet-18's stem is layer0), dense_w, dense_b. `--frozen bn`
 or `--frozen layer1` select them by substring, as PyTorch-MAML's `frozen` list does.
+
+WideResNet (WRN-28-10 of Zagoruyko & Komodakis, BMVC 2016; LEO's feature extractor): a 3x3
+stem conv to 16 channels, three groups of (28 - 4) / 6 = 4 pre-activation basic blocks of
+widths 16k, 32k, 64k (k = 10: 160, 320, 640) at strides 1, 2, 2, each block
+BN-ReLU-conv3x3(stride)-BN-ReLU-[dropout]-conv3x3 plus the input (a 1x1 conv of the
+activated input, with the stride, where the width changes), then BN-ReLU and a global
+average pool: the 640-d penultimate features LEO's embeddings are. Convs without bias,
+kaiming-normal (fan_out) as the other torch-style backbones here; BN gamma 1, beta 0,
+epsilon 1e-5. With a 10-way head it has 36,479,194 parameters, the paper's 36.5M for CIFAR-10.
 """
 import tensorflow as tf
 
@@ -146,6 +155,58 @@ class ResNet18(_TorchStyleResNet):
                 h = self.bn(self.conv(h, p[f'layer{i}_sc_conv_w'], s), p, f'layer{i}_sc_bn',
                             norm)
             h = tf.nn.relu(out + h)
+        return tf.reduce_mean(h, axis=[1, 2])
+
+
+class WideResNet(_TorchStyleResNet):
+    """WRN-depth-k (see the module docstring); `dropout_rate` > 0 drops between the two convs
+    of every block, as the WRN paper's dropout (MTL's pre-training passes its own rate)."""
+    STRIDES = (1, 2, 2)   # of the three groups
+
+    def __init__(self, way, image_shape=(80, 80, 3), depth=28, widen=10, dtype=tf.float32,
+                 zero_head=False, input_norm=None, name='theta'):
+        super().__init__(way, image_shape, zero_head, input_norm, dtype, name)
+        if (depth - 4) % 6:
+            raise ValueError(f'a WRN has depth 6n + 4, not {depth}')
+        self.n_blocks = (depth - 4) // 6
+        self.widths = (16 * widen, 32 * widen, 64 * widen)
+        self.feature_dim = self.widths[-1]
+        with self.name_scope:
+            self._conv('stem_conv', 3, self.image_shape[-1], 16)
+            c_in = 16
+            for g, c in enumerate(self.widths, start=1):
+                for b in range(1, self.n_blocks + 1):
+                    block = f'group{g}_block{b}'
+                    self._bn(f'{block}_bn1', c_in)
+                    self._conv(f'{block}_conv1', 3, c_in, c)
+                    self._bn(f'{block}_bn2', c)
+                    self._conv(f'{block}_conv2', 3, c, c)
+                    if c_in != c:
+                        self._conv(f'{block}_sc_conv', 1, c_in, c)
+                    c_in = c
+            self._bn('final_bn', c_in)
+        self.finish()
+
+    def features(self, x, params=None, pre_bn=None, norm=None, dropout_rate=0.):
+        if pre_bn is not None:
+            raise ValueError('wrn28_10 has no pre-BN hook (Meta-Dropout needs conv4 or '
+                             'maml_conv4)')
+        p = self.initial_params() if params is None else params
+        h = self.conv(self.prepare(x), p['stem_conv_w'])
+        for g, stride in enumerate(self.STRIDES, start=1):
+            for b in range(1, self.n_blocks + 1):
+                block = f'group{g}_block{b}'
+                s = stride if b == 1 else 1
+                act = tf.nn.relu(self.bn(h, p, f'{block}_bn1', norm))
+                out = self.conv(act, p[f'{block}_conv1_w'], s)
+                out = tf.nn.relu(self.bn(out, p, f'{block}_bn2', norm))
+                if dropout_rate:
+                    out = tf.nn.dropout(out, rate=dropout_rate)
+                out = self.conv(out, p[f'{block}_conv2_w'])
+                # Zagoruyko's code: the shortcut conv takes the activated input.
+                sc = f'{block}_sc_conv_w'
+                h = out + (self.conv(act, p[sc], s) if sc in p else h)
+        h = tf.nn.relu(self.bn(h, p, 'final_bn', norm))
         return tf.reduce_mean(h, axis=[1, 2])
 
 
