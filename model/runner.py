@@ -52,12 +52,14 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from data.augment import EpisodeAugmenter, parse_augment
+from data.augment import DATASET_NORMALIZATION, EpisodeAugmenter, parse_augment
 from data.datasets import load_dataset
 from data.episodes import EpisodeSampler
 from model import build_model
 from model import nets, optim
 from model import steps
+from model.evaluation import (confidence_interval, episode_fingerprints, episodes_csv,
+                              paired_difference)
 
 # Flags that change the model's variables or the method: a checkpoint is only valid for
 # the values it was trained with.
@@ -67,6 +69,13 @@ STRUCTURAL_FLAGS = ('model', 'maml', 'backbone', 'n_channel', 'dataset', 'way', 
                     'backbone_arch', 'img_size', 'activation', 'norm')
 # ... and for resuming meta_train only (the optimiser state is not restored at test).
 TRAIN_STRUCTURAL_FLAGS = ('optimizer',)
+# Structural flags that describe the data rather than the network: the modes that only use a
+# trained network (TEST_MODES) compare the input shape recorded with the checkpoint instead
+# (`input_shape` in its config), so a checkpoint can be tested on any dataset of that shape.
+DATA_FLAGS = ('dataset', 'image_size', 'channels')
+TEST_MODES = ('meta_test', 'adv_test', 'export', 'embed')
+# --dataset omniglot_runs: Lake et al.'s 20 fixed one-shot runs (lake_runs_test).
+LAKE_RUNS = 'omniglot_runs'
 
 
 CHECKPOINT_NAME = 'model'
@@ -193,13 +202,6 @@ def prefetch(iterable, size=3):
             yield item
     finally:
         stop.set()
-
-
-def confidence_interval(acc):
-    """Mean and 95% half-width 1.96 * std / sqrt(n) of per-episode accuracies (metadrop
-    and maml use this normal interval, with the population std)."""
-    acc = np.asarray(acc, np.float64)
-    return float(acc.mean()), float(1.96 * acc.std() / np.sqrt(len(acc)))
 
 
 def read_records(path):
@@ -367,9 +369,46 @@ def lock_savedir(cfg, folder=None):
             os.close(fd)   # releases the lock
 
 
+def checkpoints_in(d):
+    """The checkpoints of folder d, newest first, and notes for the log.
+
+    Only checkpoints listed in <d>/checkpoint count: TF lists one after all its files are in
+    place. If that list is missing or unreadable, the model-<i>.index files are used instead
+    (each is still verified when restored)."""
+    notes = []
+    if not os.path.isdir(d):
+        return [], notes
+    state = tf.train.get_checkpoint_state(d)
+    listed = []
+    if state is not None:
+        listed = list(state.all_model_checkpoint_paths) or \
+            ([state.model_checkpoint_path] if state.model_checkpoint_path else [])
+    # The list holds paths as TF was given them (relative to the working directory of
+    # the run that saved them); the files always sit in the savedir itself.
+    paths = [os.path.join(d, os.path.basename(p)) for p in listed]
+    if not paths:
+        paths = [os.path.join(d, n[:-len('.index')]) for n in os.listdir(d)
+                 if re.fullmatch(rf'{CHECKPOINT_NAME}-\d+\.index', n)]
+        if paths:
+            state_file = os.path.join(d, 'checkpoint')
+            notes.append(f'the checkpoint list {state_file} is '
+                         f'{"unreadable" if os.path.exists(state_file) else "missing"}; '
+                         f'trying the {CHECKPOINT_NAME}-<i>.index files found')
+    return sorted(set(paths), key=checkpoint_number, reverse=True), notes
+
+
+def draw_with_fingerprints(sampler, rng, n_tasks):
+    """(episode, fingerprints) of n_tasks tasks, the very episode sampler.sample(rng, n_tasks)
+    draws: the fingerprint of a task hashes its class names and image ids."""
+    ids = sampler.draw_ids(rng, n_tasks)
+    names = [[sampler.split.class_name(c) for c in row] for row in ids[0]]
+    return sampler.episode(*ids), episode_fingerprints(names, ids[1])
+
+
 class Runner:
     TRAIN_LOG = 'meta_train.log'
     FIRST_ITERATION = 0   # metadrop counts 0..n_train_iters
+    trained_dataset = None   # the --dataset of the checkpoint restored (check_config)
 
     def __init__(self, cfg, log=print):
         self.strategy = make_strategy(cfg)
@@ -498,36 +537,74 @@ class Runner:
         return os.path.join(self.cfg.savedir, 'config.json')
 
     def config_dict(self):
-        return {k: getattr(self.cfg, k) for k in sorted(vars(self.cfg))}
+        config = {k: getattr(self.cfg, k) for k in sorted(vars(self.cfg))}
+        # What the network takes, whatever dataset gave it: the test modes check this, not
+        # the dataset's name (older checkpoints lack it).
+        config['input_shape'] = [int(d) for d in self.dataset.image_shape]
+        return config
 
-    def saved_config(self, reader=None):
+    def saved_config(self, reader=None, folder=None):
         """The flags a checkpoint was trained with: stored in the checkpoint itself, else
-        (checkpoints of older versions) <savedir>/config.json; None if neither is there."""
+        (checkpoints of older versions) the config.json of `folder` (default the savedir);
+        None if neither is there."""
         if reader is not None and reader.has_tensor(CONFIG_KEY):
             return json.loads(reader.get_tensor(CONFIG_KEY).decode('utf-8'))
+        path = os.path.join(folder, 'config.json') if folder else self.config_path
         try:
-            with open(self.config_path) as f:
+            with open(path) as f:
                 return json.load(f)
         except (OSError, ValueError):
             return None
 
-    def check_config(self, saved=None):
-        """A checkpoint may only be resumed or tested with the flags it was built with."""
+    def check_config(self, saved=None, subject=None):
+        """A checkpoint may only be resumed or tested with the flags it was built with.
+
+        The test modes (TEST_MODES) accept another dataset of the checkpoint's input shape
+        (recorded as `input_shape`); meta_train, resuming, keeps refusing a dataset change.
+        `subject` starts the error message (default: '<savedir> holds a checkpoint')."""
         if saved is None:
             saved = self.saved_config()
         if not saved:
             return
+        subject = subject or f'{self.cfg.savedir} holds a checkpoint'
+        mode = getattr(self.cfg, 'mode', 'meta_train')
         names = list(STRUCTURAL_FLAGS)
-        if getattr(self.cfg, 'mode', 'meta_train') == 'meta_train':
+        if mode == 'meta_train':
             names += TRAIN_STRUCTURAL_FLAGS
+        if mode in TEST_MODES and saved.get('input_shape') is not None:
+            names = [k for k in names if k not in DATA_FLAGS]
+            self.check_input_shape(saved, subject)
         if saved.get('zero_head') and getattr(self.cfg, 'zero_head', False):
             names.remove('way')   # a zero head has no way-sized variables
         diff = [f'--{k} {saved[k]!r} (saved) vs {getattr(self.cfg, k, None)!r} (now)'
                 for k in names if k in saved and saved[k] != getattr(self.cfg, k, None)]
         if diff:
-            raise RunError(f'{self.cfg.savedir} holds a checkpoint of a different '
-                           f'configuration: {"; ".join(diff)}. Use the saved values, or '
-                           'another --savedir for a new run.')
+            old = (' (it was saved before checkpoints recorded their input shape, so the '
+                   'test modes keep it to its own --dataset)'
+                   if mode in TEST_MODES and 'input_shape' not in saved else '')
+            raise RunError(f'{subject} of a different configuration: {"; ".join(diff)}{old}. '
+                           'Use the saved values, or another --savedir for a new run.')
+        self.trained_dataset = saved.get('dataset')
+
+    def check_input_shape(self, saved, subject):
+        """A test mode on another dataset: the same input shape, and --normalization
+        'dataset' (the constants of the dataset's name) must not silently change meaning."""
+        cfg = self.cfg
+        shape = [int(d) for d in saved['input_shape']]
+        now = [int(d) for d in self.dataset.image_shape]
+        was = saved.get('dataset')
+        if shape != now:
+            raise RunError(f'{subject} for inputs of shape {"x".join(map(str, shape))} '
+                           f'(--dataset {was!r}), but --dataset {cfg.dataset!r} gives '
+                           f'{"x".join(map(str, now))}; test it on a dataset of its input shape')
+        if was != cfg.dataset and saved.get('normalization') == 'dataset' and \
+                getattr(cfg, 'normalization', 'none') == 'dataset':
+            mean, std = DATASET_NORMALIZATION.get(was, (None, None))
+            given = (f': give --normalization {",".join(map(str, mean))}/'
+                     f'{",".join(map(str, std))}' if mean else '')
+            raise RunError(f'{subject} trained with --normalization dataset on {was!r}, whose '
+                           f'constants are part of the network; on --dataset {cfg.dataset!r} '
+                           f'give them explicitly{given}')
 
     def write_config(self):
         write_atomically(self.config_path,
@@ -540,32 +617,8 @@ class Runner:
 
     # ---- checkpoints ---------------------------------------------------------------
     def checkpoint_candidates(self):
-        """Checkpoints to try, newest first, and notes for the log.
-
-        Only checkpoints listed in <savedir>/checkpoint count: TF lists one after all its
-        files are in place. If that list is missing or unreadable, the model-<i>.index files
-        are used instead (each is still verified when restored)."""
-        d = self.cfg.savedir
-        notes = []
-        if not os.path.isdir(d):
-            return [], notes
-        state = tf.train.get_checkpoint_state(d)
-        listed = []
-        if state is not None:
-            listed = list(state.all_model_checkpoint_paths) or \
-                ([state.model_checkpoint_path] if state.model_checkpoint_path else [])
-        # The list holds paths as TF was given them (relative to the working directory of
-        # the run that saved them); the files always sit in the savedir itself.
-        paths = [os.path.join(d, os.path.basename(p)) for p in listed]
-        if not paths:
-            paths = [os.path.join(d, n[:-len('.index')]) for n in os.listdir(d)
-                     if re.fullmatch(rf'{CHECKPOINT_NAME}-\d+\.index', n)]
-            if paths:
-                state_file = os.path.join(d, 'checkpoint')
-                notes.append(f'the checkpoint list {state_file} is '
-                             f'{"unreadable" if os.path.exists(state_file) else "missing"}; '
-                             f'trying the {CHECKPOINT_NAME}-<i>.index files found')
-        return sorted(set(paths), key=checkpoint_number, reverse=True), notes
+        """Checkpoints to try, newest first, and notes for the log (checkpoints_in)."""
+        return checkpoints_in(self.cfg.savedir)
 
     def restore(self):
         """Restores the newest complete checkpoint; returns (path or None, notes).
@@ -713,7 +766,8 @@ class Runner:
         """Mean query loss and per-episode accuracies over n_batches batches of batch_size
         (default --metabatch) episodes; batch j's episodes come from the generator of (seed,
         stream, j), drawn and run `chunk` (default: all) episodes at a time, which changes
-        memory only. `step` (episodes -> (losses, accuracies)) replaces eval_step."""
+        memory only. `step` (episodes -> (losses, accuracies)) replaces eval_step. The
+        episodes' fingerprints are left in self.fingerprints (per-episode files)."""
         sampler = self.sampler(split)
         cfg = self.cfg
         batch_size = batch_size or cfg.metabatch
@@ -723,14 +777,16 @@ class Runner:
             for j in range(n_batches):
                 rng = episode_rng(cfg.seed, stream, j)
                 for start in range(0, batch_size, chunk):
-                    yield sampler.sample(rng, min(chunk, batch_size - start))
+                    yield draw_with_fingerprints(sampler, rng, min(chunk, batch_size - start))
 
-        losses, accs = [], []
-        for ep in tqdm(prefetch(episodes()), total=n_batches * -(-batch_size // chunk),
-                       desc=desc, leave=False, disable=not cfg.progress):
+        losses, accs, fingerprints = [], [], []
+        for ep, fps in tqdm(prefetch(episodes()), total=n_batches * -(-batch_size // chunk),
+                            desc=desc, leave=False, disable=not cfg.progress):
             loss, acc = (step or self.eval_step)(*ep)
             losses.append(loss.numpy())
             accs.append(acc.numpy())
+            fingerprints += fps
+        self.fingerprints = fingerprints
         return float(np.mean(np.concatenate(losses))), np.concatenate(accs)
 
     def meta_train(self):
@@ -940,34 +996,143 @@ class Runner:
                            f'{self.cfg.metabatch}: no episode to run')
         return n_batches
 
+    def listed_checkpoints(self):
+        """--checkpoints as [(label, path)], every one readable and of this command's
+        structural flags (checked before anything is scored or written): a model-<i> prefix,
+        or a run folder for its newest checkpoint."""
+        entries = [e.strip() for e in getattr(self.cfg, 'checkpoints', '').split(',')
+                   if e.strip()]
+        out = []
+        for entry in entries:
+            path = entry.rstrip(os.sep)
+            if os.path.isdir(path):
+                paths, _ = checkpoints_in(path)
+                if not paths:
+                    raise RunError(f'--checkpoints: the folder {entry} holds no checkpoint '
+                                   f'({CHECKPOINT_NAME}-<i>.index)')
+                path = paths[0]
+            elif not os.path.exists(path + '.index'):
+                raise RunError(f'--checkpoints: {entry} is neither a checkpoint (no '
+                               f'{path}.index) nor a folder holding checkpoints')
+            if path in [p for _, p, _ in out]:
+                raise RunError(f'--checkpoints: {path} is listed twice')
+            try:
+                reader = tf.train.load_checkpoint(path)
+            except Exception as e:   # any failure to read means: not a usable checkpoint
+                raise RunError(f'--checkpoints: {path} cannot be read ({short_error(e)})') \
+                    from None
+            saved = self.saved_config(reader, os.path.dirname(path))
+            self.check_config(saved, subject=f'--checkpoints: {path} is a checkpoint')
+            out.append((path, path, self.trained_dataset))
+        return out
+
+    def restore_listed(self, path):
+        try:
+            status = self.checkpoint.restore(path)
+            status.expect_partial()
+            status.assert_existing_objects_matched()
+        except Exception as e:
+            raise RunError(f'--checkpoints: {path} cannot be restored into this model '
+                           f'({short_error(e)})') from None
+
+    def score_checkpoints(self, score):
+        """Runs score() -> (loss, per-episode accuracies) once per checkpoint tested (the
+        savedir's own, or every one of --checkpoints), all on the same episodes; returns
+        [dict(label, path, trained_dataset, loss, acc)] and the episodes' fingerprints."""
+        if getattr(self.cfg, 'checkpoints', ''):
+            targets = self.listed_checkpoints()
+            os.makedirs(self.cfg.savedir, exist_ok=True)
+        else:
+            ckpt = self.restore_for_test()
+            targets = [(os.path.relpath(ckpt, self.cfg.savedir), ckpt, self.trained_dataset)]
+        scored, fingerprints = [], None
+        for label, path, trained in targets:
+            if getattr(self.cfg, 'checkpoints', ''):
+                self.restore_listed(path)
+            t0 = time.time()
+            loss, acc = score(label)
+            if fingerprints is None:
+                fingerprints = list(self.fingerprints)
+            elif fingerprints != self.fingerprints:   # the episodes are seeded: never
+                raise RunError(f'{label} was scored on other episodes than {scored[0]["label"]}')
+            scored.append(dict(label=label, path=path, trained_dataset=trained, loss=loss,
+                               acc=np.asarray(acc), secs=time.time() - t0))
+        return scored, fingerprints
+
+    def checkpoint_results(self, scored, fingerprints, stem):
+        """The lines for <stem>.log, the record fields and the text of the per-episode file
+        (<stem>_episodes.csv, accuracies as fractions) of scored checkpoints; with 2+, each
+        one's paired difference to the first (per-episode differences, 95% interval)."""
+        episodes = episodes_csv(fingerprints, {s['label']: s['acc'] for s in scored})
+        fields = dict(episodes_file=f'{stem}_episodes.csv', test_dataset=self.cfg.dataset,
+                      trained_dataset=scored[0]['trained_dataset'])
+        if len(scored) == 1:
+            mean, ci = confidence_interval(100. * scored[0]['acc'])
+            return [f'accuracy : {mean:f} +- {ci:f}'], fields, episodes
+        lines, entries, paired = [], [], []
+        first = scored[0]
+        for s in scored:
+            mean, ci = confidence_interval(100. * s['acc'])
+            lines.append(f'{s["label"]} accuracy : {mean:f} +- {ci:f}')
+            entries.append(dict(checkpoint=s['label'], accuracy=mean, ci95=ci,
+                                n_episodes=int(len(s['acc'])), loss=s['loss'],
+                                trained_dataset=s['trained_dataset']))
+        for s in scored[1:]:
+            d, ci = paired_difference(100. * s['acc'], 100. * first['acc'])
+            lines.append(f'{s["label"]} - {first["label"]} : {d:f} +- {ci:f} (paired, '
+                         f'{len(s["acc"])} episodes)')
+            paired.append(dict(checkpoint=s['label'], reference=first['label'],
+                               difference=d, ci95=ci, n_episodes=int(len(s['acc']))))
+        fields.update(checkpoints=entries, paired=paired)
+        return lines, fields, episodes
+
+    def write_test_files(self, stem, lines, record, episodes):
+        with self.disk_errors():
+            write_atomically(os.path.join(self.cfg.savedir, f'{stem}.log'),
+                             '\n'.join(lines))
+            write_atomically(os.path.join(self.cfg.savedir, f'{stem}_episodes.csv'), episodes)
+            write_atomically(os.path.join(self.cfg.savedir, f'{stem}.json'),
+                             json.dumps(record, indent=1))
+
     def meta_test(self):
         cfg = self.cfg
-        ckpt = self.restore_for_test()
-        n_batches = self.test_batches()
-        t0 = time.time()
-        loss, acc = self.evaluate('test', n_batches, TEST_STREAM, 'meta_test')
-        mean, ci = confidence_interval(100. * acc)
-        result = f'accuracy : {mean:f} +- {ci:f}'
-        self.log(result)
+        if cfg.dataset == LAKE_RUNS:
+            return self.lake_runs_test()
+        n_batches = None
+
+        def score(label):
+            nonlocal n_batches
+            n_batches = n_batches or self.test_batches()
+            return self.evaluate('test', n_batches, TEST_STREAM, f'meta_test {label}')
+
+        scored, fingerprints = self.score_checkpoints(score)
+        stem = 'meta_test' if self.model.bn_mode == 'transductive' else \
+            f'meta_test_{self.model.bn_mode}'
+        lines, fields, episodes = self.checkpoint_results(scored, fingerprints, stem)
+        for line in lines:
+            self.log(line)
         mc = None if getattr(self.model, 'maml', True) else self.model.n_test_mc_samp
+        first = scored[0]
+        acc = first['acc']
+        mean, ci = confidence_interval(100. * acc)
         self.log(f'({len(acc)} episodes of {cfg.way}-way {cfg.shot}-shot, {cfg.query} queries '
                  f'per class, {self.model.n_test_steps} inner steps'
                  f'{f", {mc} MC samples per inner step" if mc else ""}, batch norm '
-                 f'{self.model.bn_mode}, checkpoint {os.path.basename(ckpt)}, '
-                 f'{time.time() - t0:.1f} secs)')
-        record = dict(accuracy=mean, ci95=ci, n_episodes=int(len(acc)), cent=loss,
-                      checkpoint=os.path.basename(ckpt), way=cfg.way, shot=cfg.shot,
+                 f'{self.model.bn_mode}, checkpoint'
+                 f'{"s" if len(scored) > 1 else ""} '
+                 f'{", ".join(os.path.basename(s["path"]) for s in scored)}, '
+                 f'{sum(s["secs"] for s in scored):.1f} secs)')
+        record = dict(accuracy=mean, ci95=ci, n_episodes=int(len(acc)), cent=first['loss'],
+                      checkpoint=os.path.basename(first['path']), way=cfg.way, shot=cfg.shot,
                       query=cfg.query, n_test_steps=self.model.n_test_steps,
                       dataset=self.dataset.description, batch_norm=self.model.bn_mode,
-                      model=cfg.model)
+                      model=cfg.model, **fields)
         if mc:
             record['n_test_mc_samp'] = mc
         # The original's file names for the original's (transductive) batch norm; another
         # --bn_mode gets its own files, so both results of one checkpoint are kept.
-        stem = 'meta_test' if self.model.bn_mode == 'transductive' else \
-            f'meta_test_{self.model.bn_mode}'
-        with self.disk_errors():
-            write_atomically(os.path.join(cfg.savedir, f'{stem}.log'), result)
-            write_atomically(os.path.join(cfg.savedir, f'{stem}.json'),
-                             json.dumps(record, indent=1))
+        self.write_test_files(stem, lines, record, episodes)
         return record
+
+    def lake_runs_test(self):
+        raise RunError('--dataset omniglot_runs: not implemented yet')

@@ -3,6 +3,7 @@
     python -m tools.report results/                        # markdown table on stdout
     python -m tools.report results/a results/b --csv out.csv --markdown out.md
     python -m tools.report results/ --curves curves.png    # + accuracy and loss against iteration
+    python -m tools.report --paired results/a results/b    # paired difference b - a per episode
 
 A run is a folder holding `config.json` (written by every meta_train and pretrain). Its results
 are the files its test modes wrote: `meta_test.json` (and `meta_test_<bn_mode>.json`) of the MAML
@@ -15,6 +16,11 @@ Runs whose flags differ only in `--seed` (or in flags that do not change the num
 row gives the mean over seeds with a 95% Student-t interval across seeds (n - 1 degrees of freedom),
 next to the per-seed accuracies. A single seed's interval says how precisely its episodes measured
 that one model; the interval across seeds says how much another training run would move it.
+
+A meta_test of several checkpoints (`--checkpoints`) gives one row per checkpoint. `--paired A B`
+reads two runs' per-episode files (`meta_test_episodes.csv`, or the files themselves), checks
+that they hold the same episodes (fingerprint by fingerprint) and prints both accuracies and the
+mean of the per-episode differences B - A with its 95% interval.
 
 `--curves` reads each run's TensorBoard scalars (`<run>/tensorboard`) and draws training and
 validation accuracy and loss against iteration, runs overlaid and labelled, in one PNG (needs
@@ -36,7 +42,7 @@ NOT_SETTINGS = {'seed', 'savedir', 'mode', 'progress', 'gpu_id', 'max_to_keep', 
                 'pretrain_dir', 'data_root', 'folder_dir'}
 # What a result record holds beside the settings it was measured with.
 MEASUREMENTS = {'accuracy', 'ci95', 'cent', 'loss', 'checkpoint', 'metatest_accuracy',
-                'best_step', 'best_valid_accuracy', 'per_episode', 'l1_frac'}
+                'best_step', 'best_valid_accuracy', 'per_episode', 'l1_frac', 'episodes_file'}
 # TensorBoard tags of each runner, per curve.
 CURVE_TAGS = {
     'train accuracy': ('meta_train/acc', 'train/id_acc', 'metatrain_acc', 'metatrain_accuracy'),
@@ -84,7 +90,15 @@ def results_of(run):
     found = []
     for path in sorted(glob.glob(os.path.join(run, 'meta_test*.json'))):
         name = os.path.basename(path)[:-len('.json')]
-        found.append((name, load_json(path)))
+        record = load_json(path)
+        entries = record.get('checkpoints')
+        if not isinstance(entries, list):
+            found.append((name, record))
+            continue
+        # several checkpoints scored on the same episodes: one row each
+        common = {k: v for k, v in record.items() if not isinstance(v, (list, dict))}
+        for entry in entries:
+            found.append((f'{name} {entry["checkpoint"]}', {**common, **entry}))
     for path in sorted(glob.glob(os.path.join(run, 'test_step*_mc*.json'))):
         record = load_json(path)
         stem = os.path.basename(path)[:-len('.json')]
@@ -117,7 +131,8 @@ def rows_of(runs):
                         if k not in MEASUREMENTS and not isinstance(v, (list, dict))}
             rows.append(dict(
                 run=run, method=config.get('model', record.get('model', '?')),
-                dataset=config.get('dataset', record.get('dataset', '?')),
+                dataset=record.get('test_dataset', config.get('dataset',
+                                                              record.get('dataset', '?'))),
                 way=record.get('way', config.get('way')), shot=record.get('shot', config.get('shot')),
                 result=name, iterations=iteration_of(record),
                 episodes=record.get('n_episodes'), accuracy=float(record['accuracy']),
@@ -254,14 +269,74 @@ def curves(runs, path, labels=None):
     return drawn
 
 
+def episodes_file(where):
+    """The per-episode file of a run folder (meta_test_episodes.csv, else its only
+    *_episodes.csv), or `where` itself if it is a file."""
+    if os.path.isfile(where):
+        return where
+    if not os.path.isdir(where):
+        raise ReportError(f'{where} is neither a run folder nor a per-episode file')
+    default = os.path.join(where, 'meta_test_episodes.csv')
+    if os.path.exists(default):
+        return default
+    found = sorted(glob.glob(os.path.join(where, '*_episodes.csv')))
+    if not found:
+        raise ReportError(f'{where} holds no per-episode file (*_episodes.csv, written by '
+                          'meta_test)')
+    if len(found) > 1:
+        raise ReportError(f'{where} holds several per-episode files '
+                          f'({", ".join(map(os.path.basename, found))}); give one of them')
+    return found[0]
+
+
+def paired_text(a, b):
+    """Both accuracies and the paired difference b - a over the same episodes (the first
+    checkpoint column of each file), as text; ReportError if the episodes differ."""
+    from model.evaluation import confidence_interval, first_mismatch, paired_difference, \
+        read_episodes_csv
+    files = [episodes_file(a), episodes_file(b)]
+    read = []
+    for path in files:
+        try:
+            read.append(read_episodes_csv(path))
+        except (OSError, ValueError) as e:
+            raise ReportError(str(e)) from None
+    (fps_a, cols_a), (fps_b, cols_b) = read
+    bad = first_mismatch(fps_a, fps_b)
+    if bad is not None:
+        raise ReportError(f'{files[0]} and {files[1]} were not measured on the same episodes '
+                          f'(episode {bad} differs; {len(fps_a)} vs {len(fps_b)} episodes): '
+                          'pair meta_tests of the same --seed, --n_test_iters, way/shot/query '
+                          'and test dataset')
+    (label_a, acc_a), (label_b, acc_b) = next(iter(cols_a.items())), next(iter(cols_b.items()))
+    acc_a, acc_b = 100. * acc_a, 100. * acc_b
+    lines = [f'paired over {len(fps_a)} episodes (the same ones in both files)']
+    for name, path, label, acc in (('A', files[0], label_a, acc_a), ('B', files[1], label_b, acc_b)):
+        mean, ci = confidence_interval(acc)
+        lines.append(f'{name} = {path} ({label}): {mean:.2f} +- {ci:.2f}%')
+    d, ci = paired_difference(acc_b, acc_a)
+    lines.append(f'B - A: {d:.2f} +- {ci:.2f} points (95% interval of the per-episode '
+                 'differences)')
+    return '\n'.join(lines) + '\n'
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m tools.report', description=__doc__.split('\n')[0])
-    parser.add_argument('folders', nargs='+', help='folders holding runs (searched recursively)')
+    parser.add_argument('folders', nargs='*', help='folders holding runs (searched recursively)')
+    parser.add_argument('--paired', nargs=2, metavar=('A', 'B'),
+                        help='paired difference B - A of two runs measured on the same episodes '
+                             '(run folders or their *_episodes.csv files)')
     parser.add_argument('--markdown', help='write the markdown table here (default: stdout)')
     parser.add_argument('--csv', help='write the table as CSV here')
     parser.add_argument('--curves', help='draw training/validation curves of the runs into this PNG')
     args = parser.parse_args(argv)
     try:
+        if args.paired:
+            sys.stdout.write(paired_text(*args.paired))
+            if not args.folders:
+                return 0
+        if not args.folders:
+            raise ReportError('give the folders holding runs, or --paired A B')
         runs = find_runs(args.folders)
         if not runs:
             raise ReportError(f'no run (a folder with config.json) under {", ".join(args.folders)}')
