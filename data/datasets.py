@@ -16,11 +16,11 @@ Importing it imports the readers (numpy, Pillow, tqdm), never TensorFlow.
 """
 import inspect
 
-from . import cifar, cub, fc100, folder, leo, mimgnet, omniglot, svhn, synthetic, tiered
+from . import cifar, cub, fc100, folder, leo, mimgnet, omniglot, omniglot_runs, svhn, synthetic, tiered
 from .base import DatasetError, DatasetSpec, FewShotDataset, progress_shown, show_progress  # noqa: F401 (re-exported)
 
 # In main.py's --dataset order (its help text lists them so); new datasets go at the end.
-_MODULES = (omniglot, folder, synthetic, mimgnet, tiered, cifar, svhn, cub, leo, fc100)
+_MODULES = (omniglot, folder, synthetic, mimgnet, tiered, cifar, svhn, cub, leo, fc100, omniglot_runs)
 
 
 def _collect(modules):

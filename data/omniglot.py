@@ -10,7 +10,12 @@ Files under <data_root>/omniglot/, first found wins (option `source` forces one)
      (242 distinct characters of 8 alphabets). Extracted folders of the same names work too.
 
 Preprocessing follows cbfinn/maml: PIL resize to 28x28 with LANCZOS, /255, invert (1 - x),
-so strokes are 1 and the background 0. We store that as uint8 0/255 (strokes 255).
+so strokes are 1 and the background 0. We store that as uint8 0/255 (strokes 255). The PNGs
+are 1-bit (mode '1'), on which Pillow's LANCZOS is silently nearest-neighbour: that is the
+original's output and our default, resize='nearest'. resize='lanczos' converts each image to
+grey ('L') first, so the LANCZOS filter really applies and the strokes get antialiased grey
+edges; its cache is a separate file (omniglot28_lanczos.npz). metadrop's npy files are
+already 28x28, so the option applies to the PNG sources only (lanczos is refused on them).
 """
 import io
 import logging
@@ -35,8 +40,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_SIZE = 28
 IMAGES_PER_CHARACTER = 20
-CACHE_NAME = 'omniglot28.npz'
+CACHE_NAME = 'omniglot28.npz'   # resize='nearest' (the name every earlier cache has)
 CACHE_VERSION = 1
+RESIZES = ('nearest', 'lanczos')
 # The zip pairs, by family. Official = the full set (964 background + 659 evaluation characters).
 FAMILIES = {
     'official': ('images_background', 'images_evaluation'),
@@ -67,6 +73,18 @@ class Characters(NamedTuple):
     family: str            # 'official' or 'small'
     source_names: tuple    # the zips (or folders) decoded
     source_sizes: tuple
+    resize: str = 'nearest'  # RESIZES: how the 105x105 PNGs became 28x28
+
+
+def cache_name(resize='nearest'):
+    """The cache file of `resize`: omniglot28.npz for nearest, omniglot28_<resize>.npz else, so
+    a cache written for one is never read for the other."""
+    return CACHE_NAME if resize == 'nearest' else f'omniglot28_{resize}.npz'
+
+
+def check_resize(resize):
+    if resize not in RESIZES:
+        raise DatasetError(f"unknown omniglot resize {resize!r}; use one of {', '.join(RESIZES)}")
 
 
 # ----------------------------------------------------------------------------- sources
@@ -114,12 +132,17 @@ def _list_characters(src: _Source):
     return chars
 
 
-def _decode_png(fileobj, what):
+def decode_png(fileobj, what, resize='nearest'):
+    """One Omniglot PNG (a path or file object) as uint8 [28, 28], strokes 255, background 0.
+    `what` names it in the DatasetError raised for a damaged file."""
     try:
         with Image.open(fileobj) as im:
+            if resize == 'lanczos':
+                # On the grey image, so the filter really applies (antialiased edges).
+                im = im.convert('L')
             # As cbfinn/maml's resize_images.py: LANCZOS requested. The Omniglot PNGs are 1-bit
             # (mode '1'), for which Pillow silently uses NEAREST; that is what the original
-            # produced, so we keep the call as it is.
+            # produced, so 'nearest' keeps the call as it is.
             im = im.resize((IMAGE_SIZE, IMAGE_SIZE), resample=Image.LANCZOS)
             grey = np.asarray(im.convert('L'), dtype=np.uint8)
     except (OSError, ValueError, SyntaxError) as e:
@@ -129,7 +152,7 @@ def _decode_png(fileobj, what):
     return 255 - grey
 
 
-def decode_characters(sources, family) -> Characters:
+def decode_characters(sources, family, resize='nearest') -> Characters:
     """Decodes the PNGs of the given zips/folders (a character present in several is read once)."""
     chosen = {}
     for src in sources:
@@ -165,28 +188,32 @@ def decode_characters(sources, family) -> Characters:
                                                f'damaged: delete it and download it again') from None
                     else:
                         fileobj, what = member, str(member)
-                    images[i, j, :, :, 0] = _decode_png(fileobj, what)
+                    images[i, j, :, :, 0] = decode_png(fileobj, what, resize)
                 bar.update(len(files))
     finally:
         for zf in open_zips.values():
             zf.close()
     return Characters(images, np.array([k[0] for k in keys]), np.array([k[1] for k in keys]), family,
-                      tuple(s.name for s in sources), tuple(int(s.size) for s in sources))
+                      tuple(s.name for s in sources), tuple(int(s.size) for s in sources), resize)
 
 
 # ----------------------------------------------------------------------------- cache
 
-def _read_cache(path: Path):
-    """The cached Characters, or None when the file is missing, damaged or of another version."""
+def _read_cache(path: Path, resize='nearest'):
+    """The cached Characters, or None when the file is missing, damaged, of another version or
+    resized otherwise (a cache without the field is from before the option: nearest)."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
             if int(z['version']) != CACHE_VERSION:
                 return None
+            stored = str(z['resize']) if 'resize' in z.files else 'nearest'
+            if stored != resize:
+                return None
             chars = Characters(z['images'], z['alphabets'], z['characters'], str(z['family']),
                                tuple(str(n) for n in z['source_names']),
-                               tuple(int(s) for s in z['source_sizes']))
+                               tuple(int(s) for s in z['source_sizes']), stored)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
         return None
     if chars.images.ndim != 5 or chars.images.shape[1:] != (IMAGES_PER_CHARACTER, IMAGE_SIZE, IMAGE_SIZE, 1) \
@@ -207,7 +234,8 @@ def _write_cache(path: Path, chars: Characters):
             np.savez_compressed(
                 f, version=np.array(CACHE_VERSION), images=chars.images, alphabets=chars.alphabets,
                 characters=chars.characters, family=np.array(chars.family),
-                source_names=np.array(chars.source_names), source_sizes=np.array(chars.source_sizes, np.int64))
+                source_names=np.array(chars.source_names), source_sizes=np.array(chars.source_sizes, np.int64),
+                resize=np.array(chars.resize))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -215,8 +243,9 @@ def _write_cache(path: Path, chars: Characters):
         raise
 
 
-def build_cache(omniglot_dir, force=False, source='auto') -> Path:
-    """Decodes the official (else the small) zips in `omniglot_dir` into omniglot28.npz.
+def build_cache(omniglot_dir, force=False, source='auto', resize='nearest') -> Path:
+    """Decodes the official (else the small) zips in `omniglot_dir` into omniglot28.npz
+    (omniglot28_lanczos.npz for resize='lanczos').
 
     Returns the cache path. An up-to-date cache (same zip names and sizes) is kept unless
     `force`. The file is written atomically (temporary file, then os.replace).
@@ -224,18 +253,19 @@ def build_cache(omniglot_dir, force=False, source='auto') -> Path:
     omniglot_dir = Path(omniglot_dir)
     if source not in ('auto', 'official', 'small'):
         raise DatasetError(f"build_cache source must be 'auto', 'official' or 'small', not {source!r}")
+    check_resize(resize)
     family, sources = _pick_family(omniglot_dir, source)
     if not sources:
         raise DatasetError(f'no Omniglot zips in {omniglot_dir}: expected images_background.zip + '
                            f'images_evaluation.zip (or images_background_small1.zip + '
                            f'images_background_small2.zip). Get them with: '
                            f'{get_data_command(omniglot_dir.parent)}')
-    path = omniglot_dir / CACHE_NAME
+    path = omniglot_dir / cache_name(resize)
     if not force:
-        cached = _read_cache(path)
+        cached = _read_cache(path, resize)
         if cached is not None and _is_fresh(cached, family, sources):
             return path
-    chars = decode_characters(sources, family)
+    chars = decode_characters(sources, family, resize)
     try:
         _write_cache(path, chars)
     except OSError as e:
@@ -247,11 +277,11 @@ def build_cache(omniglot_dir, force=False, source='auto') -> Path:
 _MEMO = {}  # the last decode, so a process that loads Omniglot twice decodes once
 
 
-def _characters(omniglot_dir: Path, source: str, write_cache: bool):
+def _characters(omniglot_dir: Path, source: str, write_cache: bool, resize='nearest'):
     """(Characters, text saying where they came from), or None when there is nothing to read."""
     family, sources = _pick_family(omniglot_dir, source)
-    cache_path = omniglot_dir / CACHE_NAME
-    cached = _read_cache(cache_path)
+    cache_path = omniglot_dir / cache_name(resize)
+    cached = _read_cache(cache_path, resize)
     if sources:
         used = '+'.join(s.name for s in sources)
         present = {s.path.name.removesuffix('.zip') for s in sources}
@@ -260,11 +290,11 @@ def _characters(omniglot_dir: Path, source: str, write_cache: bool):
         if missing:
             what += f' ({", ".join(missing)} absent)'
         if cached is not None and _is_fresh(cached, family, sources):
-            return cached, f'{what} via {CACHE_NAME}'
-        key = (family,) + tuple((str(s.path), s.size, s.path.stat().st_mtime_ns) for s in sources)
+            return cached, f'{what} via {cache_path.name}'
+        key = (family, resize) + tuple((str(s.path), s.size, s.path.stat().st_mtime_ns) for s in sources)
         if key not in _MEMO:
             _MEMO.clear()
-            _MEMO[key] = decode_characters(sources, family)
+            _MEMO[key] = decode_characters(sources, family, resize)
         chars = _MEMO[key]
         if write_cache and writable(omniglot_dir):
             try:
@@ -273,7 +303,7 @@ def _characters(omniglot_dir: Path, source: str, write_cache: bool):
                 pass  # a cache is a convenience; decoding again next time is fine
         return chars, what
     if cached is not None and (source in ('auto', 'npy') or cached.family == source):
-        return cached, f'{CACHE_NAME} built from {"+".join(cached.source_names)} (zips no longer present)'
+        return cached, f'{cache_path.name} built from {"+".join(cached.source_names)} (zips no longer present)'
     return None
 
 
@@ -374,7 +404,7 @@ def _npy_dataset(omniglot_dir: Path, rotations, test_alphabets, val_alphabets):
 # ----------------------------------------------------------------------------- entry point
 
 def load(data_root='./data', source='auto', rotations=True, test_alphabets=None, val_alphabets=None,
-         cache=True) -> FewShotDataset:
+         cache=True, resize='nearest') -> FewShotDataset:
     """Reads Omniglot from <data_root>/omniglot.
 
     Args:
@@ -384,14 +414,22 @@ def load(data_root='./data', source='auto', rotations=True, test_alphabets=None,
       test_alphabets, val_alphabets: alphabet names (list or comma-separated string) for an
         alphabet-disjoint split; by default MAML's character split with val = test.
       cache: write omniglot28.npz after decoding zips when the folder is writable.
+      resize: how the 105x105 PNGs become 28x28: 'nearest' (the originals': Pillow's LANCZOS
+        on the 1-bit images) or 'lanczos' (LANCZOS on the grey image; cached apart, in
+        omniglot28_lanczos.npz). The npy files are 28x28 already: only 'nearest' is accepted.
     """
     omniglot_dir = Path(data_root) / 'omniglot'
     if source not in SOURCES:
         raise DatasetError(f'unknown omniglot source {source!r}; use one of {", ".join(SOURCES)}')
+    check_resize(resize)
     npy = [omniglot_dir / 'train.npy', omniglot_dir / 'test.npy']
     if source in ('auto', 'npy') and all(p.is_file() for p in npy):
+        if resize != 'nearest':
+            raise DatasetError(f"resize={resize!r} cannot be used with metadrop's train.npy/test.npy: they hold "
+                               '28x28 images already, resized by metadrop. Use the official zips with '
+                               "source='official' (or 'small'; --omniglot_source)")
         return _npy_dataset(omniglot_dir, rotations, test_alphabets, val_alphabets)
-    found = None if source == 'npy' else _characters(omniglot_dir, source, cache)
+    found = None if source == 'npy' else _characters(omniglot_dir, source, cache, resize)
     if found is None:
         wanted = {
             'npy': 'train.npy + test.npy (metadrop layout)',
@@ -415,7 +453,8 @@ def load(data_root='./data', source='auto', rotations=True, test_alphabets=None,
     train, test = make(train_idx, 'train'), make(test_idx, 'test')
     val = test if val_idx is None else make(val_idx, 'val')
     n = len(chars.images)
-    desc = (f'omniglot ({source_text}, {n} chars{" x 4 rotations" if rotations else ""}, {split_text}): '
+    resized = '' if resize == 'nearest' else f', {resize} resize'
+    desc = (f'omniglot ({source_text}, {n} chars{" x 4 rotations" if rotations else ""}{resized}, {split_text}): '
             f'train {train.n_classes} / {"val=test" if val_idx is None else f"val {val.n_classes}"} / '
             f'test {test.n_classes} classes')
     return FewShotDataset('omniglot', train, val, test, (IMAGE_SIZE, IMAGE_SIZE, 1), val_idx is None, desc)
@@ -493,12 +532,13 @@ DOWNLOAD = Download(
 def options(cfg):
     """The reader options from main.py's flags."""
     return dict(source=cfg.omniglot_source, test_alphabets=comma_list(cfg.test_alphabets),
-                val_alphabets=comma_list(cfg.val_alphabets))
+                val_alphabets=comma_list(cfg.val_alphabets),
+                resize=getattr(cfg, 'omniglot_resize', 'nearest'))   # configs from before the flag
 
 
 SPECS = (DatasetSpec(
     name='omniglot', loader=load, kind='images',
-    flags=('omniglot_source', 'test_alphabets', 'val_alphabets'), options=options,
+    flags=('omniglot_source', 'test_alphabets', 'val_alphabets', 'omniglot_resize'), options=options,
     description='Omniglot (Lake et al.): 28x28 grey characters, 4 rotations per character; '
                 "metadrop's npy files, the official zips or their small subsets",
     download=DOWNLOAD),)

@@ -166,3 +166,86 @@ def test_registry_errors(tmp_path):
         load_dataset('omniglot', str(tmp_path), rotation=False)
     with pytest.raises(DatasetError, match='unknown omniglot source'):
         load_dataset('omniglot', str(tmp_path), source='zip')
+
+
+# ----------------------------------------------------------------------------- --omniglot_resize
+
+# sha256 of the uint8 images the reader made of the first 40 PNGs (sorted names: Balinese
+# character01 and character02) of images_background_small1.zip before the resize option
+# existed (commit dffe981's _decode_png). nearest must keep producing exactly these bytes.
+FIRST_40_SHA256 = 'c216cea4588b19dd35924827b2c0ff011f5d0bc02af368edbd6bf2f456923778'
+
+
+def first_pngs(shared_omniglot_dir, n=40):
+    with zipfile.ZipFile(shared_omniglot_dir / SMALL_ZIPS[0]) as zf:
+        names = sorted(m for m in zf.namelist() if m.endswith('.png') and '__MACOSX' not in m)[:n]
+        return [zf.read(m) for m in names]
+
+
+def test_nearest_is_todays_output_and_lanczos_is_grey(shared_omniglot_dir):
+    import hashlib
+    import io
+    from PIL import Image
+    pngs = first_pngs(shared_omniglot_dir)
+    nearest = np.stack([omniglot.decode_png(io.BytesIO(p), 'x') for p in pngs])
+    assert hashlib.sha256(nearest.tobytes()).hexdigest() == FIRST_40_SHA256
+    # ... which is a nearest-neighbour downsample of the 1-bit images (Pillow's LANCZOS on mode 1).
+    explicit = np.stack([255 - np.asarray(Image.open(io.BytesIO(p)).resize((28, 28), Image.NEAREST)
+                                          .convert('L')) for p in pngs])
+    np.testing.assert_array_equal(nearest, explicit)
+    assert set(np.unique(nearest)) == {0, 255}
+    lanczos = np.stack([omniglot.decode_png(io.BytesIO(p), 'x', 'lanczos') for p in pngs])
+    assert (lanczos != nearest).mean() > 0.05
+    assert len(np.unique(lanczos)) > 100                       # antialiased: grey edges
+    assert abs(lanczos.astype(float).mean() - nearest.astype(float).mean()) < 5   # same ink, roughly
+
+
+def test_lanczos_has_its_own_cache(shared_omniglot_dir, tmp_path):
+    odir = tmp_path / 'omniglot'
+    odir.mkdir()
+    # Three characters of two of the real alphabets (decoding the whole subset twice is slow).
+    with zipfile.ZipFile(shared_omniglot_dir / SMALL_ZIPS[0]) as zin, \
+            zipfile.ZipFile(odir / SMALL_ZIPS[0], 'w') as zout:
+        for info in zin.infolist():
+            parts = info.filename.split('/')
+            if len(parts) == 4 and parts[1] in ('Balinese', 'Korean') and parts[2] <= 'character03':
+                zout.writestr(info, zin.read(info))
+    kw = dict(rotations=False, progress=False, test_alphabets=['Korean'])
+    nearest = load_dataset('omniglot', str(tmp_path), **kw)
+    assert (odir / 'omniglot28.npz').is_file() and not (odir / 'omniglot28_lanczos.npz').exists()
+    # A cache made for nearest, put where lanczos's cache goes, is not taken for lanczos.
+    shutil.copy(odir / 'omniglot28.npz', odir / 'omniglot28_lanczos.npz')
+    lanczos = load_dataset('omniglot', str(tmp_path), resize='lanczos', **kw)
+    assert 'lanczos resize' in lanczos.description and 'lanczos resize' not in nearest.description
+    images = all_images(lanczos.train)
+    assert ((images > 0) & (images < 1)).any()
+    with np.load(odir / 'omniglot28_lanczos.npz') as z:
+        assert str(z['resize']) == 'lanczos'
+    # Each resize then reads its own cache, even with the zip gone.
+    (odir / SMALL_ZIPS[0]).unlink()
+    again = load_dataset('omniglot', str(tmp_path), resize='lanczos', **kw)
+    assert 'omniglot28_lanczos.npz built from' in again.description
+    np.testing.assert_array_equal(all_images(again.train), images)
+    np.testing.assert_array_equal(all_images(load_dataset('omniglot', str(tmp_path), **kw).train),
+                                  all_images(nearest.train))
+    # A cache from before the option (no resize field) is a nearest cache.
+    with np.load(odir / 'omniglot28.npz') as z:
+        fields = {k: z[k] for k in z.files if k != 'resize'}
+    np.savez_compressed(odir / 'omniglot28.npz', **fields)
+    old = load_dataset('omniglot', str(tmp_path), **kw)
+    np.testing.assert_array_equal(all_images(old.train), all_images(nearest.train))
+    with pytest.raises(DatasetError, match='no Omniglot data'):
+        (odir / 'omniglot28_lanczos.npz').unlink()
+        load_dataset('omniglot', str(tmp_path), resize='lanczos', **kw)
+
+
+def test_resize_option_checks(tmp_path):
+    odir = tmp_path / 'omniglot'
+    odir.mkdir()
+    np.save(odir / 'train.npy', np.zeros((4, 20, 784), np.float32))
+    np.save(odir / 'test.npy', np.zeros((4, 20, 784), np.float32))
+    load_dataset('omniglot', str(tmp_path), resize='nearest')
+    with pytest.raises(DatasetError, match="resize='lanczos' cannot be used with metadrop's .*28x28"):
+        load_dataset('omniglot', str(tmp_path), resize='lanczos')
+    with pytest.raises(DatasetError, match='unknown omniglot resize'):
+        load_dataset('omniglot', str(tmp_path), resize='area')

@@ -44,13 +44,14 @@ def test_declared_flags_exist_in_main():
 
 
 # What model/runner.py's dataset_options(cfg) returned before the registry (its if/elif over
-# names), for the same command lines.
+# names), for the same command lines; plus --omniglot_resize, which the Omniglot readers take
+# since (issue 23), and omniglot_runs, which is new.
 BEFORE = [
     (('--dataset', 'omniglot'),
-     dict(source='auto', test_alphabets=None, val_alphabets=None)),
+     dict(source='auto', test_alphabets=None, val_alphabets=None, resize='nearest')),
     (('--dataset', 'omniglot', '--omniglot_source', 'small', '--test_alphabets', 'Korean, Tagalog,',
-      '--val_alphabets', 'Latin'),
-     dict(source='small', test_alphabets=['Korean', 'Tagalog'], val_alphabets=['Latin'])),
+      '--val_alphabets', 'Latin', '--omniglot_resize', 'lanczos'),
+     dict(source='small', test_alphabets=['Korean', 'Tagalog'], val_alphabets=['Latin'], resize='lanczos')),
     (('--dataset', 'mimgnet'), dict(mimgnet_layout='auto')),
     (('--dataset', 'mimgnet', '--mimgnet_layout', 'csv'), dict(mimgnet_layout='csv')),
     (('--dataset', 'folder'), dict(folder_dir=None, image_size=84, channels=3)),
@@ -71,6 +72,8 @@ BEFORE = [
      dict(embedding_crop='center', data_path=None, train_on_val=False)),
     (('--model', 'leo', '--dataset', 'leo_custom', '--data_path', '/e'),
      dict(embedding_crop='center', data_path='/e', train_on_val=False)),
+    (('--dataset', 'omniglot_runs', '--mode', 'meta_test', '--omniglot_resize', 'lanczos'),
+     dict(resize='lanczos')),
 ]
 
 
@@ -101,6 +104,7 @@ def test_names_by_kind_and_method():
 
 def test_out_of_distribution_datasets_have_no_train_split():
     assert [n for n, s in DATASETS.items() if not s.has_train and not s.fixed_episodes] == ['svhn', 'cub']
+    assert [n for n, s in DATASETS.items() if s.fixed_episodes] == ['omniglot_runs']
 
 
 def test_unknown_names_and_options_are_refused():
@@ -114,8 +118,8 @@ def test_unknown_names_and_options_are_refused():
 
 def test_get_data_offers_every_declared_download():
     declared = {s.download.name for s in DATASETS.values() if s.download is not None}
-    assert set(get_data.DATASETS) == declared
-    assert {'omniglot', 'mimgnet', 'tiered', 'cifar', 'fc100', 'svhn', 'leo', 'cub'} <= declared
+    assert set(get_data.DATASETS) == declared == {'omniglot', 'mimgnet', 'tiered', 'cifar', 'fc100', 'svhn',
+                                                  'leo', 'cub', 'omniglot_runs'}
     for name, download in get_data.DATASETS.items():
         assert isinstance(download, Download) and download.name == name
         assert download.default_source in download.sources
