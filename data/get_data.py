@@ -13,6 +13,10 @@
     python data/get_data.py --dataset cub [--source caltech]       # CUB (OOD): l2b's files, or built
     python data/get_data.py --dataset mimgnet --source l2b         # l2b's train/valid/test.npy
     python data/get_data.py --dataset leo                          # LEO's embeddings.zip -> npz
+    python data/get_data.py --dataset omniglot_runs                # Lake's 20 one-shot runs
+
+Each dataset's files, checks and preprocessing are declared by its reader module (its
+DOWNLOAD, data/base.py's Download); this module is only the command line over them.
 
 Like metadrop's get_data.py the files land in ./data/<dataset>/ by default and transfers
 show a tqdm bar; unlike it, transfers resume after an interruption, are retried, and are
