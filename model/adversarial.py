@@ -382,6 +382,7 @@ def adversarial_test(runner):
                   checkpoint=os.path.basename(ckpt), way=cfg.way, shot=cfg.shot,
                   query=cfg.query, n_test_steps=runner.model.n_test_steps,
                   dataset=runner.dataset.description, batch_norm=runner.model.bn_mode,
+                  test_dataset=cfg.dataset, trained_dataset=runner.trained_dataset,
                   attacked='query set after adaptation (fast weights fixed), whole query '
                            'batch jointly, per-example budgets',
                   pixel_range=list(PIXEL_RANGE), random_start=True,

@@ -25,7 +25,6 @@ mean over episodes, so chunking changes nothing but memory.
 import json
 import os
 import shutil
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -221,32 +220,36 @@ class LeoRunner(Runner):
     # ---- meta-test -----------------------------------------------------------------
     def meta_test(self):
         cfg = self.cfg
-        ckpt = self.restore_for_test()
         n_batches = cfg.n_test_iters // cfg.metatest_batch_size
-        if n_batches < 1:
-            raise RunError(f'--n_test_iters {cfg.n_test_iters} is smaller than '
-                           f'--metatest_batch_size {cfg.metatest_batch_size}: no batch to run')
-        t0 = time.time()
-        loss, acc = self.evaluate('test', n_batches, TEST_STREAM, 'meta_test',
-                                  cfg.metatest_batch_size, cfg.eval_chunk)
+
+        def score(label):
+            if n_batches < 1:
+                raise RunError(f'--n_test_iters {cfg.n_test_iters} is smaller than '
+                               f'--metatest_batch_size {cfg.metatest_batch_size}: no batch '
+                               'to run')
+            return self.evaluate('test', n_batches, TEST_STREAM, f'meta_test {label}',
+                                 cfg.metatest_batch_size, cfg.eval_chunk)
+
+        scored, fingerprints = self.score_checkpoints(score)
+        lines, fields, episodes = self.checkpoint_results(scored, fingerprints, 'meta_test')
+        first = scored[0]
+        acc = first['acc']
         plain = float(np.mean(acc))   # = the mean of the equal-sized batch means
         mean, ci = confidence_interval(100. * acc)
-        where = os.path.relpath(ckpt, cfg.savedir)
-        lines = [f'Metatest accuracy: {plain:f}', f'accuracy : {mean:f} +- {ci:f}']
+        lines = [f'Metatest accuracy: {plain:f}'] + lines
         for line in lines:
             self.log(line)
         self.log(f'({len(acc)} episodes of {cfg.way}-way {cfg.shot}-shot, '
-                 f'{self.query_for("test")} queries per class, checkpoint {where}, '
-                 f'{time.time() - t0:.1f} secs)')
+                 f'{self.query_for("test")} queries per class, checkpoint'
+                 f'{"s" if len(scored) > 1 else ""} '
+                 f'{", ".join(s["label"] for s in scored)}, '
+                 f'{sum(s["secs"] for s in scored):.1f} secs)')
         record = dict(accuracy=mean, ci95=ci, metatest_accuracy=plain,
-                      n_episodes=int(len(acc)), loss=loss, checkpoint=where, way=cfg.way,
-                      shot=cfg.shot, query=self.query_for('test'),
-                      dataset=self.dataset.description, model='leo')
+                      n_episodes=int(len(acc)), loss=first['loss'], checkpoint=first['label'],
+                      way=cfg.way, shot=cfg.shot, query=self.query_for('test'),
+                      dataset=self.dataset.description, model='leo', **fields)
         best = self.best_record()
-        if best and ckpt.startswith(self.best_dir() or '\0'):
+        if best and first['path'].startswith(self.best_dir() or '\0'):
             record['best_step'], record['best_valid_accuracy'] = best['step'], best['accuracy']
-        with self.disk_errors():
-            write_atomically(os.path.join(cfg.savedir, 'meta_test.log'), '\n'.join(lines))
-            write_atomically(os.path.join(cfg.savedir, 'meta_test.json'),
-                             json.dumps(record, indent=1))
+        self.write_test_files('meta_test', lines, record, episodes)
         return record

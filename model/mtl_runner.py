@@ -31,10 +31,8 @@ tf.while_loop on the flip-doubled support set (--base_augmentation), K queries p
 mean, std and 95% interval 1.96 std / sqrt(n) of the accuracy after every inner step
 (meta_test.csv, the original's result csv), and `accuracy : <m> +- <ci>` after the last.
 """
-import json
 import os
 import re
-import time
 import types
 
 import numpy as np
@@ -343,31 +341,41 @@ class MtlRunner(Runner):
 
     def meta_test(self):
         cfg = self.cfg
-        ckpt = self.restore_for_test()
-        t0 = time.time()
-        loss, acc = self.evaluate_steps('test', cfg.n_test_iters, TEST_STREAM, 'meta_test')
-        acc = 100. * acc
+        steps_acc = {}
+
+        def score(label):
+            loss, acc = self.evaluate_steps('test', cfg.n_test_iters, TEST_STREAM,
+                                            f'meta_test {label}')
+            steps_acc[label] = acc
+            return loss, acc[:, -1]   # the accuracy after the last inner step
+
+        scored, fingerprints = self.score_checkpoints(score)
+        lines, fields, episodes = self.checkpoint_results(scored, fingerprints, 'meta_test')
+        first = scored[0]
+        acc = 100. * steps_acc[first['label']]
         means, stds = acc.mean(0), acc.std(0)
         ci95 = 1.96 * stds / np.sqrt(len(acc))
         mean, ci = float(means[-1]), float(ci95[-1])
-        result = f'accuracy : {mean:f} +- {ci:f}'
-        self.log(result)
+        for line in lines:
+            self.log(line)
         q = self.query_for('test')
         self.log(f'({len(acc)} episodes of {cfg.way}-way {cfg.shot}-shot, {q} queries per '
                  f'class, {cfg.n_test_steps} inner steps, support '
                  f'{"doubled by flips" if cfg.base_augmentation else "not augmented"}, '
-                 f'checkpoint {os.path.basename(ckpt)}, {time.time() - t0:.1f} secs)')
-        lines = ['step,' + ','.join(str(s + 1) for s in range(acc.shape[1]))]
+                 f'checkpoint{"s" if len(scored) > 1 else ""} '
+                 f'{", ".join(os.path.basename(s["path"]) for s in scored)}, '
+                 f'{sum(s["secs"] for s in scored):.1f} secs)')
+        # the original's per-step result csv, of the first checkpoint
+        table = ['step,' + ','.join(str(s + 1) for s in range(acc.shape[1]))]
         for name, row in (('mean', means), ('std', stds), ('ci95', ci95)):
-            lines.append(name + ',' + ','.join(f'{v:.4f}' for v in row))
-        record = dict(accuracy=mean, ci95=ci, n_episodes=int(len(acc)), cent=loss,
-                      checkpoint=os.path.basename(ckpt), way=cfg.way, shot=cfg.shot, query=q,
-                      n_test_steps=cfg.n_test_steps, base_augmentation=cfg.base_augmentation,
+            table.append(name + ',' + ','.join(f'{v:.4f}' for v in row))
+        record = dict(accuracy=mean, ci95=ci, n_episodes=int(len(acc)), cent=first['loss'],
+                      checkpoint=os.path.basename(first['path']), way=cfg.way, shot=cfg.shot,
+                      query=q, n_test_steps=cfg.n_test_steps,
+                      base_augmentation=cfg.base_augmentation,
                       dataset=self.dataset.description, model='mtl',
-                      hard_task=cfg.hard_task)
+                      hard_task=cfg.hard_task, **fields)
         with self.disk_errors():
-            write_atomically(os.path.join(cfg.savedir, 'meta_test.log'), result)
-            write_atomically(os.path.join(cfg.savedir, 'meta_test.csv'), '\n'.join(lines) + '\n')
-            write_atomically(os.path.join(cfg.savedir, 'meta_test.json'),
-                             json.dumps(record, indent=1))
+            write_atomically(os.path.join(cfg.savedir, 'meta_test.csv'), '\n'.join(table) + '\n')
+        self.write_test_files('meta_test', lines, record, episodes)
         return record

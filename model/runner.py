@@ -399,16 +399,41 @@ def checkpoints_in(d):
 
 def draw_with_fingerprints(sampler, rng, n_tasks):
     """(episode, fingerprints) of n_tasks tasks, the very episode sampler.sample(rng, n_tasks)
-    draws: the fingerprint of a task hashes its class names and image ids."""
+    draws: the fingerprint of a task hashes its class names and image ids (and, for the
+    imbalanced sampler's EpisodeIds, its shots)."""
     ids = sampler.draw_ids(rng, n_tasks)
-    names = [[sampler.split.class_name(c) for c in row] for row in ids[0]]
-    return sampler.episode(*ids), episode_fingerprints(names, ids[1])
+    if hasattr(ids, '_fields'):   # EpisodeIds (data/episodes.py ImbalancedSampler)
+        classes, drawn = ids.classes, [getattr(ids, f) for f in ids._fields if f != 'classes']
+        episode = sampler.episode(ids)
+    else:                         # (class ids, image ids)
+        (classes, *drawn), episode = ids, sampler.episode(*ids)
+    names = [[sampler.split.class_name(c) for c in row] for row in classes]
+    return episode, episode_fingerprints(names, *drawn)
+
+
+class FixedEpisodes:
+    """A dataset of fixed test episodes (data/base.py DatasetSpec.fixed_episodes: Lake's 20
+    one-shot runs) as the runner holds a dataset: its input shape and description; it has no
+    class splits to sample from."""
+
+    def __init__(self, name, runs):
+        from data.datasets import dataset_spec
+        self.name = name
+        self.runs = list(runs)
+        self.image_shape = tuple(int(d) for d in self.runs[0].support_x.shape[1:])
+        self.description = dataset_spec(name).description
+        self.val_is_test = False
+
+    def split(self, which):
+        raise RunError(f'--dataset {self.name} holds {len(self.runs)} fixed test episodes and no '
+                       f'{which} split to sample from: only --mode meta_test reads it')
 
 
 class Runner:
     TRAIN_LOG = 'meta_train.log'
     FIRST_ITERATION = 0   # metadrop counts 0..n_train_iters
     trained_dataset = None   # the --dataset of the checkpoint restored (check_config)
+    restored_config = None   # ... and all its flags
 
     def __init__(self, cfg, log=print):
         self.strategy = make_strategy(cfg)
@@ -468,6 +493,17 @@ class Runner:
         self._train_step = None
         self._eval_step = None
         self._stop_signal = None
+
+    @property
+    def dataset(self):
+        return self._dataset
+
+    @dataset.setter
+    def dataset(self, loaded):
+        # load_dataset gives a list of episodes for a dataset of fixed episodes (Lake's runs):
+        # held as FixedEpisodes, which has the image_shape the model is built for.
+        self._dataset = FixedEpisodes(self.cfg.dataset, loaded) if isinstance(loaded, list) \
+            else loaded
 
     def build_model(self):
         """The method's module (MTL's pre-training builds its own classifier instead)."""
@@ -585,6 +621,7 @@ class Runner:
             raise RunError(f'{subject} of a different configuration: {"; ".join(diff)}{old}. '
                            'Use the saved values, or another --savedir for a new run.')
         self.trained_dataset = saved.get('dataset')
+        self.restored_config = saved
 
     def check_input_shape(self, saved, subject):
         """A test mode on another dataset: the same input shape, and --normalization
@@ -1023,7 +1060,7 @@ class Runner:
                     from None
             saved = self.saved_config(reader, os.path.dirname(path))
             self.check_config(saved, subject=f'--checkpoints: {path} is a checkpoint')
-            out.append((path, path, self.trained_dataset))
+            out.append((path, path, saved))
         return out
 
     def restore_listed(self, path):
@@ -1038,17 +1075,20 @@ class Runner:
     def score_checkpoints(self, score):
         """Runs score() -> (loss, per-episode accuracies) once per checkpoint tested (the
         savedir's own, or every one of --checkpoints), all on the same episodes; returns
-        [dict(label, path, trained_dataset, loss, acc)] and the episodes' fingerprints."""
+        [dict(label, path, trained_dataset, loss, acc)] and the episodes' fingerprints. While
+        score runs, self.restored_config holds the flags of the checkpoint it scores."""
         if getattr(self.cfg, 'checkpoints', ''):
             targets = self.listed_checkpoints()
             os.makedirs(self.cfg.savedir, exist_ok=True)
         else:
             ckpt = self.restore_for_test()
-            targets = [(os.path.relpath(ckpt, self.cfg.savedir), ckpt, self.trained_dataset)]
+            targets = [(os.path.relpath(ckpt, self.cfg.savedir), ckpt, self.restored_config)]
         scored, fingerprints = [], None
-        for label, path, trained in targets:
+        for label, path, saved in targets:
             if getattr(self.cfg, 'checkpoints', ''):
                 self.restore_listed(path)
+            self.restored_config = saved
+            trained = (saved or {}).get('dataset')
             t0 = time.time()
             loss, acc = score(label)
             if fingerprints is None:
@@ -1135,4 +1175,60 @@ class Runner:
         return record
 
     def lake_runs_test(self):
-        raise RunError('--dataset omniglot_runs: not implemented yet')
+        """meta_test on Lake et al.'s 20 official one-shot runs (--dataset omniglot_runs):
+        each run is one 20-way 1-shot episode with 20 queries, adapted with the checkpoint's
+        test-time inner steps (its --n_test_steps, else its --n_steps, unless --n_test_steps
+        is given now); logs the per-run and the mean error as the official demo
+        (demo_classification.py) prints them, next to the people's 4.5%."""
+        from data.omniglot_runs import HUMAN_ERROR_PERCENT, WAY
+        cfg = self.cfg
+        if cfg.way != WAY:
+            raise RunError(f'--dataset {LAKE_RUNS} runs {WAY}-way 1-shot episodes: test a '
+                           f'checkpoint trained with --way {WAY} (and pass --way {WAY})')
+        runs = self.dataset.runs
+        n_test_steps = None
+
+        def score(label):
+            nonlocal n_test_steps
+            saved = self.restored_config or {}
+            steps_then = saved.get('n_test_steps')
+            steps_then = saved.get('n_steps') if steps_then is None else steps_then
+            if cfg.n_test_steps is None and steps_then is not None:
+                if n_test_steps is not None and int(steps_then) != n_test_steps:
+                    raise RunError(f'the checkpoints were tested with different inner steps '
+                                   f'({n_test_steps} and {steps_then}); give --n_test_steps')
+                # read when eval_step is traced (at the first run)
+                self.model.n_test_steps = int(steps_then)
+            n_test_steps = self.model.n_test_steps
+            losses, accs = [], []
+            for run in runs:
+                loss, acc = self.eval_step(*run.episode())
+                losses.append(loss.numpy())
+                accs.append(acc.numpy())
+            self.fingerprints = [run.name for run in runs]   # the runs are fixed: their names
+            return float(np.mean(np.concatenate(losses))), np.concatenate(accs)
+
+        scored, fingerprints = self.score_checkpoints(score)
+        stem = 'meta_test_omniglot_runs' + ('' if self.model.bn_mode == 'transductive' else
+                                            f'_{self.model.bn_mode}')
+        lines, fields, episodes = self.checkpoint_results(scored, fingerprints, stem)
+        first = scored[0]
+        n_queries = len(runs[0].query_y)
+        # the demo's arithmetic and printing: perror = 100 - 100 * correct / ntest, str()
+        errors = [100 - 100 * float(round(a * n_queries)) / n_queries for a in first['acc']]
+        total = float(np.mean(errors))
+        demo = [f' run {r + 1} (error {e}%)' for r, e in enumerate(errors)]
+        demo.append(f' average error {total}%')
+        demo.append(f' (people: {HUMAN_ERROR_PERCENT}% error, Lake et al. 2015; '
+                    f'{os.path.basename(first["path"])}, {n_test_steps} inner steps)')
+        for line in demo + lines:
+            self.log(line)
+        mean, ci = confidence_interval(100. * first['acc'])
+        record = dict(accuracy=mean, ci95=ci, n_episodes=len(runs), cent=first['loss'],
+                      checkpoint=os.path.basename(first['path']), way=WAY, shot=1,
+                      query=n_queries // WAY, n_test_steps=n_test_steps,
+                      dataset=self.dataset.description, batch_norm=self.model.bn_mode,
+                      model=cfg.model, error=total, human_error=HUMAN_ERROR_PERCENT,
+                      run_errors={run.name: e for run, e in zip(runs, errors)}, **fields)
+        self.write_test_files(stem, demo + lines, record, episodes)
+        return record

@@ -35,9 +35,10 @@ from tqdm import tqdm
 from data.datasets import DatasetError, load_dataset
 from data.episodes import ImbalancedSampler, support_counts
 from model import steps
+from model.evaluation import episodes_csv
 from model.runner import (CHECKPOINT_NAME, Runner, RunError, confidence_interval,
-                          dataset_options, episode_rng, prefetch, write_atomically, write_record,
-                          VAL_STREAM, TEST_STREAM)
+                          dataset_options, draw_with_fingerprints, episode_rng, prefetch,
+                          write_atomically, write_record, VAL_STREAM, TEST_STREAM)
 
 BALANCE_STREAM = 3
 OOD_OFFSET = 1000   # OOD episodes come from streams of their own
@@ -74,6 +75,12 @@ class TamlRunner(Runner):
     FIRST_ITERATION = 1   # l2b counts 1..n_train_iters
 
     def __init__(self, cfg, log=print):
+        if getattr(cfg, 'checkpoints', ''):
+            # meta_test chooses TAML's checkpoint by validation score and tests it on the ID
+            # and OOD datasets; pairing runs goes through their per-episode files instead.
+            raise RunError('--checkpoints is not supported with --model taml: meta_test one run '
+                           'at a time (same --seed) and pair their test_step<n>_mc<S>_id_'
+                           'episodes.csv files with python -m tools.report --paired A B')
         super().__init__(cfg, log)
         self.ood = None
         if cfg.ood_dataset:
@@ -104,10 +111,10 @@ class TamlRunner(Runner):
                            'so --model taml would choose its meta-test checkpoint on the meta-test '
                            f'classes; use {hint}')
 
-    def check_config(self, saved=None):
+    def check_config(self, saved=None, subject=None):
         """The runner's structural flags, and --max_shot where the inference network is on:
         its set-size input (n_c - 1) / (max_shot - 1) is normalised by it."""
-        super().check_config(saved)
+        super().check_config(saved, subject)
         saved = self.saved_config() if saved is None else saved
         cfg = self.cfg
         encoder = any(getattr(cfg, f'{n}_on', False) for n in ('omega', 'gamma', 'z'))
@@ -163,16 +170,19 @@ class TamlRunner(Runner):
         sampler = self.sampler(split, ood)
         cfg = self.cfg
         stream = stream + (OOD_OFFSET if ood else 0)
-        episodes = (sampler.sample(episode_rng(cfg.seed, stream, j), cfg.metabatch)
+        episodes = (draw_with_fingerprints(sampler, episode_rng(cfg.seed, stream, j),
+                                           cfg.metabatch)
                     for j in range(n_batches))
-        cents, kls, accs = [], [], []
+        cents, kls, accs, fingerprints = [], [], [], []
         step = self.eval_step_for(n_mc)
-        for ep in tqdm(prefetch(episodes), total=n_batches, desc=desc, leave=False,
-                       disable=not cfg.progress):
+        for ep, fps in tqdm(prefetch(episodes), total=n_batches, desc=desc, leave=False,
+                            disable=not cfg.progress):
             cent, kl, acc = step(*ep)
             cents.append(cent.numpy())
             kls.append(kl.numpy())
             accs.append(acc.numpy())
+            fingerprints += fps
+        self.fingerprints = fingerprints   # of the episodes just run (per-episode files)
         return (float(np.mean(np.concatenate(cents))), float(np.mean(np.concatenate(kls))),
                 np.concatenate(accs))
 
@@ -290,6 +300,9 @@ class TamlRunner(Runner):
         record = dict(checkpoint=name, n_test_steps=self.model.n_test_steps, n_mc_samples=n_mc,
                       way=cfg.way, max_shot=cfg.max_shot, query=cfg.query,
                       imbalance=cfg.imbalance, model=cfg.model, results={})
+        record.update(test_dataset=cfg.dataset, trained_dataset=self.trained_dataset)
+        stem = f'test_step{self.model.n_test_steps}_mc{n_mc}'
+        episodes = {}
         t0 = time.time()
         for flag, ood, dataset in (('id ', False, self.dataset), ('ood', True, self.ood)):
             if ood and self.ood_split('test') is None:
@@ -300,16 +313,20 @@ class TamlRunner(Runner):
             line = f'{flag}/{dataset.name} acc: {mean:.2f} +- {ci:.2f}'
             lines.append(line)
             self.log(line)
+            # one per-episode file per dataset: ID and OOD episodes are not the same ones
+            file = f'{stem}_{flag.strip()}_episodes.csv'
+            episodes[file] = episodes_csv(self.fingerprints, {name: acc})
             record['results'][f'{flag.strip()}/{dataset.name}'] = dict(
                 accuracy=mean, ci95=ci, n_episodes=int(len(acc)),
-                dataset=dataset.description)
+                dataset=dataset.description, episodes_file=file)
         self.log(f'({n_batches * cfg.metabatch} episodes per dataset, {cfg.way}-way, 1..'
                  f'{cfg.max_shot} shots ({cfg.imbalance} imbalance), {cfg.query} queries per '
                  f'class, {self.model.n_test_steps} inner steps, '
                  f'{f"{n_mc} sampled passes" if n_mc else "posterior mean"}, {name}, '
                  f'{time.time() - t0:.1f} secs)')
-        stem = f'test_step{self.model.n_test_steps}_mc{n_mc}'
         with self.disk_errors():
+            for file, text in episodes.items():
+                write_atomically(os.path.join(cfg.savedir, file), text)
             write_atomically(os.path.join(cfg.savedir, f'{stem}.log'), '\n'.join(lines) + '\n')
             write_atomically(os.path.join(cfg.savedir, f'{stem}.json'),
                              json.dumps(record, indent=1))

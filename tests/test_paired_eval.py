@@ -1,9 +1,6 @@
 """Paired evaluation: meta_test scores a list of checkpoints on the very same episodes, writes
 per-episode accuracies with episode fingerprints, and the paired difference with its
 interval; tools/report.py --paired pairs two separate runs' per-episode files."""
-import csv
-import json
-import os
 
 import numpy as np
 import pytest
@@ -12,6 +9,8 @@ import main
 from model.evaluation import (confidence_interval, episode_fingerprints, paired_difference,
                               read_episodes_csv)
 from model.runner import Runner, RunError
+from tests.test_leo_runner import embeddings  # noqa: F401 (a fixture)
+from tests.test_leo_runner import runner as leo_runner
 from tools import report
 
 TINY = ['--dataset', 'synthetic', '--shot', '1', '--query', '5', '--metabatch', '2',
@@ -100,3 +99,29 @@ def test_paired_difference_and_fingerprints():
     fps = episode_fingerprints(names, ids)
     assert len(set(fps)) == 3, 'an image id or the class order changes the fingerprint'
     assert fps == episode_fingerprints(names, ids.copy())
+
+
+def test_leo_scores_listed_checkpoints_on_the_same_episodes(tmp_path, embeddings):
+    run_dir = tmp_path / 'leo'
+    leo_runner(run_dir, embeddings, '--n_train_iters', '3', '--checkpoint_steps', '1',
+               log=lambda s: None).meta_train()
+    alone = leo_runner(run_dir, embeddings, '--mode', 'meta_test',
+                       log=lambda s: None).meta_test()
+    fps, cols = read_episodes_csv(run_dir / 'meta_test_episodes.csv')
+    assert list(cols) == [alone['checkpoint']] and len(fps) == alone['n_episodes'] == 10
+    listed = [str(run_dir / 'model-0'), str(run_dir / 'model-2')]
+    record = leo_runner(tmp_path / 'both', embeddings, '--mode', 'meta_test', '--checkpoints',
+                        ','.join(listed), log=lambda s: None).meta_test()
+    fps2, cols2 = read_episodes_csv(tmp_path / 'both' / 'meta_test_episodes.csv')
+    assert fps2 == fps and list(cols2) == listed
+    (paired,) = record['paired']
+    d, ci = paired_difference(100. * cols2[listed[1]], 100. * cols2[listed[0]])
+    assert (paired['difference'], paired['ci95']) == (pytest.approx(d), pytest.approx(ci))
+    assert record['metatest_accuracy'] == pytest.approx(np.mean(cols2[listed[0]]))
+
+
+def test_taml_refuses_checkpoints_before_writing_anything(tmp_path):
+    from tests.test_taml_runner import runner as taml_runner
+    with pytest.raises(RunError, match='--checkpoints is not supported with --model taml'):
+        taml_runner(tmp_path / 'new', '--mode', 'meta_test', '--checkpoints', str(tmp_path))
+    assert not (tmp_path / 'new').exists()
