@@ -7,7 +7,7 @@ setup(
     description=('Faithful TF2 / Sonnet 2 reproductions of MAML, FOMAML, Meta-SGD, '
                  'Meta-Dropout, Bayesian TAML, LEO and Meta-Transfer Learning'),
     python_requires='>=3.9',
-    packages=['model', 'data'],
+    packages=['model', 'model.methods', 'data'],
     py_modules=['main', 'plot'],
     install_requires=[
         'tensorflow>=2.16,<3',

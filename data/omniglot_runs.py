@@ -275,7 +275,7 @@ def options(cfg):
 SPECS = (DatasetSpec(
     name=RUNS_DIR, loader=load_runs, kind='images', has_train=False, fixed_episodes=True,
     # 20-way 1-shot episodes of 28x28 grey characters: the methods that train such a network.
-    methods=('maml', 'fomaml', 'metasgd', 'metadrop'),
+    methods=('maml', 'fomaml', 'metasgd', 'metadrop', 'anil'),
     flags=('omniglot_resize',), options=options,
     description="Lake et al.'s 20 official one-shot runs (20-way 1-shot, 20 queries each, 28x28 grey): "
                 'meta-test only',

@@ -91,7 +91,7 @@ def test_usage_errors_are_one_paragraph_without_the_flag_listing(tmp_path):
                           'train', '--way', '0'], cwd=REPO, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 1
-    assert out.stderr == ("error: --mode 'train' is not one of meta_train, meta_test, export, adv_test, pretrain; "
+    assert out.stderr == ("error: --mode 'train' is not one of meta_train, meta_test, export, adv_test, pretrain, embed; "
                           '--way must be a positive integer, got 0. `python main.py --helpfull` '
                           'lists every flag.\n')
     assert out.stdout == ''

@@ -30,8 +30,9 @@ FLAGS = flags.FLAGS
 
 SMALL = ['--dataset', 'synthetic', '--way', '5', '--shot', '1', '--query', '5',
          '--metabatch', '2', '--n_steps', '1', '--noprogress']
-MAML_FAMILY = ('maml', 'fomaml', 'metasgd', 'metadrop')
-MODES_OF = {**{m: ('meta_train', 'meta_test', 'export', 'adv_test') for m in MAML_FAMILY},
+MAML_FAMILY = ('maml', 'fomaml', 'metasgd', 'metadrop', 'anil')
+MODES_OF = {**{m: ('meta_train', 'meta_test', 'export', 'adv_test', 'embed')
+               for m in MAML_FAMILY},
             'taml': ('meta_train', 'meta_test'), 'leo': ('meta_train', 'meta_test'),
             'mtl': ('pretrain', 'meta_train', 'meta_test')}
 BASES = [(method, mode) for method, modes in MODES_OF.items() for mode in modes]
@@ -108,8 +109,8 @@ def probes(name):
 
 
 def flag_names():
-    return [f.name for f in FLAGS.get_key_flags_for_module(main)
-            if f.name not in main.ALIASES]
+    """Every flag of the project: the shared ones and each method's (model/methods/)."""
+    return [name for name in main.project_flags() if name not in main.ALIASES]
 
 
 class Reached(Exception):

@@ -74,10 +74,10 @@ def test_leo_takes_the_originals_defaults_and_flag_names():
     (['--dataset', 'omniglot'], 'works on embeddings'),
     (['--dataset', 'leo_tiered', '--embedding_crop', 'multiview'], 'miniImageNet only'),
     (['--total_examples_per_class', '1'], 'must be larger than --shot 1'),
-    (['--backbone', 'resnet12'], '--backbone do not apply to --model leo'),
+    (['--backbone', 'resnet12'], '--backbone does not apply to --model leo'),
     (['--dropout_rate', '1'], '--dropout_rate must be in [0, 1)'),
     (['--kl_weight', '-1'], '--kl_weight must be >= 0'),
-    (['--mode', 'export'], 'runs --mode meta_train and meta_test'),
+    (['--mode', 'export'], 'runs --mode meta_train, meta_test; not export'),
 ])
 def test_usage_errors(argv, says):
     with pytest.raises(app.UsageError, match=says.replace('[', r'\[').replace(')', r'\)')):

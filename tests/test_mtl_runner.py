@@ -61,13 +61,13 @@ def test_defaults_and_flag_names_of_the_original():
 
 
 @pytest.mark.parametrize('argv, message', [
-    (['--model', 'maml', '--hard_task'], 'only apply to --model mtl'),
-    (['--model', 'maml', '--mode', 'pretrain'], "MTL's pre-training"),
-    (['--model', 'mtl', '--clip_value', '3'], 'does not clip'),
+    (['--model', 'maml', '--hard_task'], '--hard_task does not apply to --model maml'),
+    (['--model', 'maml', '--mode', 'pretrain'], 'adv_test, embed; not pretrain'),
+    (['--model', 'mtl', '--clip_value', '3'], '--clip_value does not apply to --model mtl'),
     (['--model', 'mtl', '--backbone', 'resnet12'], '--backbone_arch'),
     (['--model', 'mtl', '--img_size', '8'], 'too small'),
-    (['--model', 'mtl', '--mode', 'export'], 'pretrain, meta_train and meta_test'),
-    (['--model', 'mtl', '--distribute', 'mirrored'], 'not supported'),
+    (['--model', 'mtl', '--mode', 'export'], 'runs --mode pretrain, meta_train, meta_test; not export'),
+    (['--model', 'mtl', '--distribute', 'mirrored'], '--distribute does not apply to --model mtl'),
     (['--model', 'mtl', '--pretrain_dropout_keep', '0'], 'pretrain_dropout_keep'),
     (['--model', 'mtl', '--dataset', 'leo_mini'], 'works on images'),
 ])

@@ -75,7 +75,7 @@ def flags_of(name):
 ])
 def test_metadrop_runfiles_use_the_originals_values(name, train, test):
     """metadrop runfiles/*.sh at its pinned commit (MAML through its --maml switch on its
-    Conv4: ours is --model maml, whose default backbone is that Conv4), and its sampler bug:
+    Conv4: ours is --model metadrop --maml, the same code path), and its sampler bug:
     every command passes --reuse_task_classes, and the runfile says why in a comment."""
     tr, te = flags_of(name)
     assert tr['--mode'] == 'meta_train' and te['--mode'] == 'meta_test'
@@ -85,7 +85,7 @@ def test_metadrop_runfiles_use_the_originals_values(name, train, test):
         assert te[f'--{k}'] == v, k
     for d in (tr, te):
         assert d['--query'] == '15' and d['--n_steps'] == '5' and d['--shot'] == train['shot']
-        assert d['--model'] == ('maml' if name.startswith('maml') else 'metadrop')
+        assert d['--model'] == 'metadrop' and (('--maml' in d) == name.startswith('maml'))
         assert '--backbone' not in d and '--inner_loss' not in d and '--clip_value' not in d
         assert '--reuse_task_classes' in d
     comments = [line for line in (RUNFILES[0].parent / name).read_text().splitlines()

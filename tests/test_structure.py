@@ -14,7 +14,7 @@ TOP_MODULES = ('main', 'plot')
 def project_files():
     files = [ROOT / f'{name}.py' for name in TOP_MODULES]
     for package in PACKAGES:
-        files += sorted((ROOT / package).glob('*.py'))
+        files += sorted((ROOT / package).rglob('*.py'))
     return files
 
 

@@ -102,10 +102,10 @@ def test_tables_match_l2bs_printout():
 
 @pytest.mark.parametrize('argv,says', [
     (['--model', 'taml', '--dataset', 'svhn'], 'out-of-distribution dataset with no training'),
-    (['--model', 'maml', '--omega_on'], 'only apply to --model taml'),
-    (['--model', 'taml', '--bn_mode', 'episodic'], 'does not take'),
-    (['--model', 'taml', '--mode', 'export'], 'meta_train and meta_test'),
-    (['--model', 'taml', '--backbone', 'resnet12'], "l2b's Conv4"),
+    (['--model', 'maml', '--omega_on'], '--omega_on does not apply to --model maml'),
+    (['--model', 'taml', '--bn_mode', 'episodic'], '--bn_mode does not apply to --model taml'),
+    (['--model', 'taml', '--mode', 'export'], 'runs --mode meta_train, meta_test; not export'),
+    (['--model', 'taml', '--backbone', 'resnet12'], '--backbone does not apply to --model taml'),
     (['--model', 'taml', '--ood_dataset', 'nope'], "--ood_dataset 'nope'"),
 ])
 def test_usage_errors(argv, says):
