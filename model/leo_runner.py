@@ -48,8 +48,8 @@ class LeoRunner(Runner):
     BAD_STEPS_EFFECT = ("Each applied the fallback gradient of LEO's NaN guard instead of the "
                         'meta-gradient')
 
-    def __init__(self, cfg, log=print):
-        super().__init__(cfg, log)
+    def __init__(self, cfg, log=print, dataset=None):
+        super().__init__(cfg, log, dataset)
         self._leo_eval_step = None
         self.best_accuracy = None
 

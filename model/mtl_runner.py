@@ -96,13 +96,13 @@ class PretrainStream:
 class MtlPretrainRunner(Runner):
     TRAIN_LOG = 'pretrain.log'
 
-    def __init__(self, cfg, log=print):
+    def __init__(self, cfg, log=print, dataset=None):
         cfg = types.SimpleNamespace(**vars(cfg))
         cfg.savedir = pretrain_dir_of(cfg)
         cfg.save_freq = cfg.pre_save_step
         cfg.print_freq = cfg.pre_print_step
         cfg.n_train_iters = cfg.pretrain_iterations
-        super().__init__(cfg, log)
+        super().__init__(cfg, log, dataset)
 
     def build_model(self):
         cfg = self.cfg
@@ -175,13 +175,13 @@ class MtlPretrainRunner(Runner):
 class MtlRunner(Runner):
     BAD_STEPS_EFFECT = 'None of them changed the SS or FC parameters'
 
-    def __init__(self, cfg, log=print):
+    def __init__(self, cfg, log=print, dataset=None):
         if cfg.backbone_arch not in mtl.ORIGINAL_ARCHS and cfg.mode in ('meta_train', 'meta_test'):
             raise RunError(f'--backbone_arch {cfg.backbone_arch} is LEO\'s feature extractor: '
                            'pre-train it (--mode pretrain) and write its embeddings (--mode '
                            'embed); meta-transfer\'s scaling and shifting are defined on the '
                            f'original\'s {" and ".join(mtl.ORIGINAL_ARCHS)} only')
-        super().__init__(cfg, log)
+        super().__init__(cfg, log, dataset)
         self._val_step = None
         self._test_step = None
 

@@ -435,7 +435,9 @@ class Runner:
     trained_dataset = None   # the --dataset of the checkpoint restored (check_config)
     restored_config = None   # ... and all its flags
 
-    def __init__(self, cfg, log=print):
+    def __init__(self, cfg, log=print, dataset=None):
+        """dataset: a FewShotDataset to use instead of loading --dataset (model/api.py's
+        in-memory arrays)."""
         self.strategy = make_strategy(cfg)
         self.is_chief = True
         if self.strategy is not None and getattr(cfg, 'distribute', '') == 'multi_worker':
@@ -455,9 +457,9 @@ class Runner:
         self.cfg = cfg
         self.log = log
         self.check_savedir()
-        self.dataset = load_dataset(cfg.dataset, cfg.data_root,
-                                    progress=getattr(cfg, 'progress', True),
-                                    **dataset_options(cfg))
+        self.dataset = dataset or load_dataset(cfg.dataset, cfg.data_root,
+                                               progress=getattr(cfg, 'progress', True),
+                                               **dataset_options(cfg))
         self.augmenter = make_augmenter(cfg)
         self.lr_milestones = [int(m) for m in getattr(cfg, 'lr_milestones', '').split(',')
                               if m.strip()]
@@ -1034,9 +1036,9 @@ class Runner:
         return n_batches
 
     def listed_checkpoints(self):
-        """--checkpoints as [(label, path)], every one readable and of this command's
-        structural flags (checked before anything is scored or written): a model-<i> prefix,
-        or a run folder for its newest checkpoint."""
+        """--checkpoints as [(label, path, saved flags)], every one readable and of this
+        command's structural flags (checked before anything is scored or written): a
+        model-<i> prefix, or a run folder for its newest checkpoint (labelled by its path)."""
         entries = [e.strip() for e in getattr(self.cfg, 'checkpoints', '').split(',')
                    if e.strip()]
         out = []

@@ -74,14 +74,14 @@ class TamlRunner(Runner):
     TRAIN_LOG = 'train.log'
     FIRST_ITERATION = 1   # l2b counts 1..n_train_iters
 
-    def __init__(self, cfg, log=print):
+    def __init__(self, cfg, log=print, dataset=None):
         if getattr(cfg, 'checkpoints', ''):
             # meta_test chooses TAML's checkpoint by validation score and tests it on the ID
             # and OOD datasets; pairing runs goes through their per-episode files instead.
             raise RunError('--checkpoints is not supported with --model taml: meta_test one run '
                            'at a time (same --seed) and pair their test_step<n>_mc<S>_id_'
                            'episodes.csv files with python -m tools.report --paired A B')
-        super().__init__(cfg, log)
+        super().__init__(cfg, log, dataset)
         self.ood = None
         if cfg.ood_dataset:
             self.ood = load_dataset(cfg.ood_dataset, cfg.data_root,
