@@ -110,6 +110,30 @@ def final_pool_size(arch, img_size):
     return side
 
 
+def resize_bilinear_tf1(images, size):
+    """TF 1.x's resize_images BILINEAR (no aligned corners, no half-pixel centres) computed in
+    the images' own dtype: the kernel's sampling grid (source position out * (in / out) in
+    float32, as the kernel computes it; lower = floor, upper = ceil clipped to the edge) and
+    its interpolation order (along x on the two rows, then along y)."""
+    def grid(n_in, n_out):
+        position = np.arange(n_out, dtype=np.float32) * (np.float32(n_in) / np.float32(n_out))
+        lower = np.floor(position)
+        upper = np.minimum(np.ceil(position), n_in - 1)
+        return lower.astype(np.int32), upper.astype(np.int32), position - lower
+
+    (top, bottom, y_lerp), (left, right, x_lerp) = (
+        grid(n_in, n_out) for n_in, n_out in zip(images.shape[1:3], size))
+    x_lerp = tf.constant(x_lerp.reshape(1, 1, -1, 1), images.dtype)
+    y_lerp = tf.constant(y_lerp.reshape(1, -1, 1, 1), images.dtype)
+
+    def along_x(rows):
+        lo, hi = tf.gather(rows, left, axis=2), tf.gather(rows, right, axis=2)
+        return lo + (hi - lo) * x_lerp
+    upper_row = along_x(tf.gather(images, top, axis=1))
+    lower_row = along_x(tf.gather(images, bottom, axis=1))
+    return upper_row + (lower_row - upper_row) * y_lerp
+
+
 class MtlBackbone(snt.Module):
     """The original's ResNet-12 / ResNet-18 with its weights dict (`self.weights`, ordered,
     the original's key names) and a functional forward that can scale and shift."""
@@ -188,7 +212,12 @@ class MtlBackbone(snt.Module):
             # The original's tf.image.resize_images (TF 1.x): bilinear without half-pixel
             # centres. TF 2's tf.image.resize uses them, which shifts the sampling grid and
             # changed the features by ~7% of their scale (tests/golden/test_mtl.py).
-            h = tf.compat.v1.image.resize_images(h, [RESNET18_INPUT, RESNET18_INPUT],
+            size = [RESNET18_INPUT, RESNET18_INPUT]
+            if h.dtype == tf.float64:
+                # TF's resize kernel returns float32 whatever its input; the float64 twin of
+                # tests/test_fused_batch_norm.py needs the same resize in float64.
+                return resize_bilinear_tf1(h, size)
+            h = tf.compat.v1.image.resize_images(h, size,
                                                  tf.compat.v1.image.ResizeMethod.BILINEAR)
         return h
 
