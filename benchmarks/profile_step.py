@@ -85,7 +85,7 @@ def main(argv=None):
     p.add_argument('--logdir', help='where the TF profile goes (default: a temporary folder)')
     args = p.parse_args(argv)
 
-    __import__('main')  # TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
+    throughput.prepare_tensorflow()  # TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
     from model import nets
     nets.FUSED_BATCH_NORM = args.batch_norm == 'fused'
     model_name, train_step, _, batches = throughput.maml_family_steps(

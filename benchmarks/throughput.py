@@ -1,16 +1,18 @@
 """Throughput benchmark: meta-train steps/s, time to the first step, meta-test episodes/s and
-peak resident memory, for this project and, where one exists, the PyTorch reference run in
-the same invocation, with their ratio.
+peak resident memory, for this project and the PyTorch reference of each method run in the
+same invocation, with their ratio.
 
-    python -m benchmarks.throughput                       # every standard configuration
-    python -m benchmarks.throughput --configs omni20_1shot --model maml
+    python -m benchmarks.throughput                       # the standard table (every method)
+    python -m benchmarks.throughput --configs omni20_1shot,omni20_1shot:metadrop
     python -m benchmarks.throughput --model mtl           # the mtl_* configurations
+    python -m benchmarks.throughput --kernels --configs omni5_1shot   # oneDNN primitives
 
 Each measurement runs in a fresh process (so peak RSS is that configuration's alone), on
-random inputs of the configuration's shapes, as the reference does. Ours runs the same
+random inputs of the configuration's shapes, as the references do. Ours runs the same
 compiled step as `main.py` (model/steps.py). See benchmarks/README.md.
 """
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -21,8 +23,25 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_REFERENCE = os.path.join(os.path.dirname(REPO), 'shared', 'bench', 'torch_maml.py')
+SHARED_BENCH = os.path.join(os.path.dirname(REPO), 'shared', 'bench')
+DEFAULT_REFERENCE = os.path.join(SHARED_BENCH, 'torch_maml.py')
 TORCH_EVAL = os.path.join(REPO, 'benchmarks', 'torch_eval.py')
+# Each method's PyTorch reference of the same meta-train step: a file name under
+# --reference_dir (../shared/bench), or a path of its own. LEO's is the corrected copy in
+# benchmarks/ (the shared one also computes the decoder-side KL at every decode and throws it
+# away, work our compiled step never does; benchmarks/torch_leo.py's docstring).
+REFERENCES = {'maml': 'torch_maml.py', 'fomaml': 'torch_maml.py',
+              'metadrop': 'torch_metadrop.py', 'mtl': 'torch_mtl.py',
+              'leo': os.path.join(REPO, 'benchmarks', 'torch_leo.py')}
+# Why a method has no reference (printed once per run when one of its rows is measured).
+NO_REFERENCE = {
+    'taml': 'there is none for TAML (l2b is TF1 code; no PyTorch port of its step exists here)',
+    'metasgd': 'there is none for Meta-SGD (torch_maml.py has no learned step sizes)',
+}
+# Timed steps of each reference (its own warm-up: torch_maml.py and torch_metadrop.py 3
+# fixed steps, torch_leo.py / torch_mtl.py --warmup) when --ref_iters / --ref_warmup are unset.
+REF_ITERS = {'maml': 10, 'fomaml': 10, 'metadrop': 5, 'leo': 20, 'mtl': 3}
+REF_WARMUP = {'leo': 3, 'mtl': 1}
 
 # name -> settings; metadrop's Omniglot and miniImageNet settings (fidelity sheet section 7).
 CONFIGS = {
@@ -93,6 +112,60 @@ def is_leo(c):
 
 def is_mtl(c):
     return 'arch' in c
+
+
+def family(c):
+    """Which code path a configuration runs: conv (the MAML family's Conv4), taml, leo or mtl."""
+    if is_leo(c):
+        return 'leo'
+    if is_mtl(c):
+        return 'mtl'
+    return 'taml' if 'max_shot' in c else 'conv'
+
+
+# The configurations each --model can run (fomaml also runs the second-order ones first order).
+MODEL_FAMILIES = {'maml': ('conv', 'taml'), 'fomaml': ('conv',), 'metasgd': ('conv', 'taml'),
+                  'metadrop': ('conv',), 'taml': ('taml',), 'leo': ('leo',), 'mtl': ('mtl',)}
+MODELS = tuple(MODEL_FAMILIES)
+# The standard table (no --configs, no --model): the MAML rows, then one row of every other
+# method with a PyTorch reference (issue 24).
+DEFAULT_ROWS = (('omni20_1shot', 'maml'), ('omni5_1shot', 'maml'), ('omni20_1shot_fo', 'fomaml'),
+                ('omni5_1shot_fo', 'fomaml'), ('mimg5_1shot', 'maml'),
+                ('omni20_1shot', 'metadrop'), ('leo_mini5_1shot', 'leo'),
+                ('leo_mini5_5shot', 'leo'), ('mtl_mini5_1shot', 'mtl'),
+                ('mtl_omni5_1shot_28', 'mtl'))
+
+
+def default_model(c):
+    """The method a configuration runs when none is named."""
+    f = family(c)
+    if f == 'conv':
+        return 'fomaml' if c['first_order'] else 'maml'
+    return f
+
+
+def row_error(name, model_name):
+    """Why `model_name` cannot run configuration `name` (None if it can)."""
+    c = ALL_CONFIGS[name]
+    f = family(c)
+    if f == 'leo' and model_name != 'leo':
+        return f'{name} is a LEO configuration: run it with --model leo'
+    if f != 'leo' and model_name == 'leo':
+        return f'{name} is not a LEO configuration; LEO runs leo_* configurations'
+    if f == 'mtl' and model_name != 'mtl':
+        return f'{name} is an MTL configuration: run it with --model mtl'
+    if f != 'mtl' and model_name == 'mtl':
+        return f'{name} is not an MTL configuration; MTL runs mtl_* configurations'
+    if f == 'taml' and model_name not in TAML_SWITCHES:
+        return (f'{name} runs the TAML code path: use --model '
+                f'{" / ".join(TAML_SWITCHES)} (switches off / alpha / all four)')
+    if f == 'conv' and model_name == 'taml':
+        return f'{name} is not a TAML configuration; --model taml runs taml_* configurations'
+    if f == 'conv' and c['first_order'] and model_name not in ('maml', 'fomaml'):
+        return f'{name} is a first-order MAML configuration; run it with --model maml'
+    return None
+
+
 TAML_SWITCHES = {'maml': (), 'metasgd': ('alpha',), 'taml': ('alpha', 'omega', 'gamma', 'z')}
 
 
@@ -105,42 +178,55 @@ def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1, 
            task_loop='while', parallel_tasks=1):
     loop = dict(task_loop=task_loop, parallel_tasks=parallel_tasks)
     c = ALL_CONFIGS[name]
+    error = row_error(name, model_name)
+    if error:
+        raise SystemExit(error)
     if is_leo(c):
-        return leo_worker(name, model_name, windows, window_steps, test_batches)
-    if model_name == 'leo':
-        raise SystemExit(f'{name} is not a LEO configuration; LEO runs leo_* configurations')
+        return leo_worker(name, model_name, windows, window_steps, test_batches, warmup)
     if is_mtl(c):
         return mtl_worker(name, model_name, windows, window_steps, test_batches, warmup,
                           **loop)
-    if model_name == 'mtl':
-        raise SystemExit(f'{name} is not an MTL configuration; MTL runs mtl_* configurations')
     if 'max_shot' in c:
         return taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples,
-                           **loop)
+                           warmup, **loop)
     model_name, train_step, eval_step, batches = maml_family_steps(name, model_name,
                                                                    mc_samples, **loop)
     return dict(config=name, model=model_name, **time_steps(train_step, eval_step, batches,
-                                                            windows, window_steps, test_batches))
+                                                            windows, window_steps, test_batches,
+                                                            warmup=warmup))
+
+
+def prepare_tensorflow():
+    """The environment of a run, before TensorFlow is imported: oneDNN on unless
+    TF_ENABLE_ONEDNN_OPTS is exported (model/__init__.py), TensorFlow's info lines off."""
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    __import__('model')
 
 
 def maml_family_steps(name, model_name, mc_samples=1, task_loop='while', parallel_tasks=1):
     """(model name, compiled train step, eval step, 4 random metabatches) of a MAML-family
     configuration, built as main.py builds them (model/steps.py, Adam, clipping at 3)."""
+    return build_maml_family(ALL_CONFIGS[name], model_name, mc_samples, task_loop,
+                             parallel_tasks)
+
+
+def build_maml_family(c, model_name, mc_samples=1, task_loop='while', parallel_tasks=1,
+                      efficient=False):
+    """maml_family_steps of a configuration given as a dict (benchmarks/scaling.py varies
+    one of its entries); efficient: main.py's --efficient (checkpointed inner loop)."""
     import types
-    import numpy as np
-    __import__('main')  # sets TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
+    prepare_tensorflow()
     import tensorflow as tf
     from model import build_model, optim, steps
 
-    c = ALL_CONFIGS[name]
     if c['first_order']:
         if model_name not in ('maml', 'fomaml'):
-            raise SystemExit(f'{name} is a first-order MAML configuration; run it with --model maml')
+            raise SystemExit('a first-order MAML configuration runs with --model maml')
         model_name = 'fomaml'
     cfg = types.SimpleNamespace(model=model_name, backbone='conv4', n_channel=c['n_channel'],
                                 inner_lr=c['inner_lr'], n_steps=c['n_steps'], n_test_steps=None,
                                 alpha_init=None, inner_loss='mean', n_test_mc_samp=mc_samples,
-                                maml=False)
+                                maml=False, efficient=bool(efficient))
     tf.random.set_seed(0)
     model = build_model(cfg, c['way'], c['image'])
     opt = optim.Adam(model.outer_variables, 1e-3)
@@ -149,13 +235,24 @@ def maml_family_steps(name, model_name, mc_samples=1, task_loop='while', paralle
                                        steps.episode_spec(T, ns, nq, c['image']),
                                        task_loop=task_loop, parallel_tasks=parallel_tasks)
     eval_step = steps.make_eval_step(model, steps.episode_spec(None, None, None, c['image']))
-    rng = np.random.default_rng(0)
-    ys = np.tile(np.repeat(np.arange(c['way']), c['shot']), (T, 1)).astype(np.int32)
-    yq = np.tile(np.repeat(np.arange(c['way']), c['query']), (T, 1)).astype(np.int32)
-    batches = [(rng.standard_normal((T, ns, *c['image']), dtype=np.float32), ys,
-                rng.standard_normal((T, nq, *c['image']), dtype=np.float32), yq)
-               for _ in range(4)]
-    return model_name, train_step, eval_step, batches
+    return model_name, train_step, eval_step, random_batches(c, c['query'], T)
+
+
+def random_batches(c, query, tasks, n=4, seed=0, unit_norm=False):
+    """n metabatches (xs, ys, xq, yq) of `tasks` random episodes of the configuration's
+    shapes (c['image'], or c['dim']-d features), class after class, `query` queries per
+    class; unit_norm: every feature vector scaled to norm 1 (LEO's embeddings)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    shape = c['image'] if 'image' in c else (c['dim'],)
+    ns, nq = c['way'] * c['shot'], c['way'] * query
+    ys = np.tile(np.repeat(np.arange(c['way']), c['shot']), (tasks, 1)).astype(np.int32)
+    yq = np.tile(np.repeat(np.arange(c['way']), query), (tasks, 1)).astype(np.int32)
+
+    def x(size):
+        v = rng.standard_normal((tasks, size, *shape), dtype=np.float32)
+        return v / np.linalg.norm(v, axis=-1, keepdims=True) if unit_norm else v
+    return [(x(ns), ys, x(nq), yq) for _ in range(n)]
 
 
 def time_steps(train_step, eval_step, batches, windows, window_steps, test_batches, test=None,
@@ -187,20 +284,17 @@ def time_steps(train_step, eval_step, batches, windows, window_steps, test_batch
                 peak_rss_mb=peak_rss_mb())
 
 
-def taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples,
+def taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples, warmup=2,
                 task_loop='while', parallel_tasks=1):
     """A TAML configuration: the runner's compiled steps (support length free) on imbalanced
     padded metabatches of random images drawn by the ImbalancedSampler."""
     import types
     import numpy as np
-    __import__('main')  # TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
+    prepare_tensorflow()
     import tensorflow as tf
     from data.episodes import ClassSplit, ImbalancedSampler
     from model import build_model, optim, steps
 
-    if model_name not in TAML_SWITCHES:
-        raise SystemExit(f'{name} runs the TAML code path: use --model '
-                         f'{" / ".join(TAML_SWITCHES)} (switches off / alpha / all four)')
     c = CONFIGS[name]
     on = TAML_SWITCHES[model_name]
     cfg = types.SimpleNamespace(model='taml', n_channel=c['n_channel'], inner_lr=c['inner_lr'],
@@ -228,19 +322,16 @@ def taml_worker(name, model_name, windows, window_steps, test_batches, mc_sample
     batches = [sampler.sample(rng, T) for _ in range(4)]
     label = model_name if model_name == 'taml' else f'taml:{model_name}'
     return dict(config=name, model=label, **time_steps(train_step, eval_step, batches, windows,
-                                                       window_steps, test_batches))
+                                                       window_steps, test_batches, warmup=warmup))
 
 
-def leo_worker(name, model_name, windows, window_steps, test_batches):
+def leo_worker(name, model_name, windows, window_steps, test_batches, warmup=2):
     """A LEO configuration: the runner's compiled train step (LEO's outer update: clipping,
     NaN guard, TF1 Adam) and its evaluation step, on random embeddings of the real shape."""
-    import numpy as np
-    __import__('main')  # TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
+    prepare_tensorflow()
     import tensorflow as tf
     from model import leo, optim, steps
 
-    if model_name != 'leo':
-        raise SystemExit(f'{name} is a LEO configuration: run it with --model leo')
     c = CONFIGS[name]
     tf.random.set_seed(0)
     model = leo.LEO(c['way'], c['shot'], c['dim'], num_latents=c['num_latents'],
@@ -258,21 +349,12 @@ def leo_worker(name, model_name, windows, window_steps, test_batches):
         loss, acc, _ = model.episode_losses(xs, ys, xq, yq, training=False)
         return loss, acc
 
-    rng = np.random.default_rng(0)
-
-    def batch(query, tasks):
-        def unit(n):
-            x = rng.standard_normal((tasks, n, c['dim'])).astype(np.float32)
-            return x / np.linalg.norm(x, axis=-1, keepdims=True)
-        ys = np.tile(np.repeat(np.arange(c['way']), c['shot']), (tasks, 1)).astype(np.int32)
-        yq = np.tile(np.repeat(np.arange(c['way']), query), (tasks, 1)).astype(np.int32)
-        return unit(ns), ys, unit(c['way'] * query), yq
-
-    train = [batch(c['query'], T) for _ in range(4)]
+    train = random_batches(c, c['query'], T, unit_norm=True)
     # Evaluation as the runner computes it: --eval_chunk (20) episodes per call.
-    test = [batch(c['test_query'], 20) for _ in range(2)]
+    test = random_batches(c, c['test_query'], 20, n=2, seed=1, unit_norm=True)
     return dict(config=name, model='leo', **time_steps(train_step, eval_step, train, windows,
-                                                       window_steps, test_batches, test=test))
+                                                       window_steps, test_batches, test=test,
+                                                       warmup=warmup))
 
 
 def mtl_worker(name, model_name, windows, window_steps, test_batches, warmup,
@@ -281,13 +363,10 @@ def mtl_worker(name, model_name, windows, window_steps, test_batches, warmup,
     second-order FC steps, Adam on the scales, shifts and FC, NaN guard) and its meta-test
     step (n_test_steps in a tf.while_loop on the flip-doubled support set), on random
     images of the configuration's shape."""
-    import numpy as np
-    __import__('main')  # TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
+    prepare_tensorflow()
     import tensorflow as tf
     from model import mtl, optim, steps
 
-    if model_name != 'mtl':
-        raise SystemExit(f'{name} is an MTL configuration: run it with --model mtl')
     c = ALL_CONFIGS[name]
     tf.random.set_seed(0)
     model = mtl.MTL(c['way'], c['shot'], c['image'], arch=c['arch'], img_size=c['img_size'],
@@ -300,31 +379,22 @@ def mtl_worker(name, model_name, windows, window_steps, test_batches, warmup,
         parallel_tasks)
     eval_step = mtl.make_eval_step(model, steps.episode_spec(None, None, None, c['image']),
                                    c['n_test_steps'], True)
-    rng = np.random.default_rng(0)
-
-    def batch(query, tasks):
-        ys = np.tile(np.repeat(np.arange(c['way']), c['shot']), (tasks, 1)).astype(np.int32)
-        yq = np.tile(np.repeat(np.arange(c['way']), query), (tasks, 1)).astype(np.int32)
-        return (rng.standard_normal((tasks, ns, *c['image']), dtype=np.float32), ys,
-                rng.standard_normal((tasks, c['way'] * query, *c['image']), dtype=np.float32),
-                yq)
-
-    train = [batch(c['query'], T) for _ in range(4)]
+    train = random_batches(c, c['query'], T)
     # Meta-test as the runner computes it: --eval_chunk episodes per call, K queries a class.
-    test = [batch(c['test_query'], c['test_chunk']) for _ in range(2)]
+    test = random_batches(c, c['test_query'], c['test_chunk'], n=2, seed=1)
     return dict(config=name, model='mtl', **time_steps(train_step, eval_step, train, windows,
                                                        window_steps, test_batches, test=test,
                                                        warmup=warmup))
 
 
 # ---- the reference (PyTorch, in subprocesses) ---------------------------------------------
-def run_python(args, timeout=1800):
+def run_python(args, timeout=1800, env=None):
     """Runs a Python script with args; returns (stdout, peak RSS MB of that process)."""
     code = ('import runpy, sys, resource; sys.argv = sys.argv[1:]; '
             'runpy.run_path(sys.argv[0], run_name="__main__"); '
             'print("maxrss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)')
     out = subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True,
-                         timeout=timeout)
+                         timeout=timeout, env=env)
     if out.returncode != 0:
         raise RuntimeError(f'{args[0]} failed: {out.stderr[-1500:]}')
     rss = [float(l.split()[1]) / 1024. for l in out.stdout.splitlines()
@@ -339,30 +409,89 @@ def value_after(stdout, prefix):
     raise RuntimeError(f'no line starting with {prefix!r} in:\n{stdout}')
 
 
-def reference(name, ref_path, iters, test_episodes, threads):
-    c = CONFIGS[name]
+def reference_path(model_name, args):
+    """The reference script of a method (--reference replaces the MAML family's)."""
+    if model_name in ('maml', 'fomaml') and args.reference:
+        return args.reference
+    return os.path.join(args.reference_dir, REFERENCES[model_name])   # an absolute name wins
+
+
+def reference_args(name, model_name, iters, warmup, threads):
+    """(the reference's meta-train arguments, the arguments of benchmarks/torch_eval.py or
+    None) for a row, from the flags each reference's docstring lists."""
+    c = ALL_CONFIGS[name]
+    f = family(c)
+    s = lambda *kv: [str(x) for x in kv]   # noqa: E731
+    if f == 'leo':
+        train = s('--way', c['way'], '--shot', c['shot'], '--query', c['query'], '--metabatch',
+                  c['metabatch'], '--dim', c['dim'], '--num_latents', c['num_latents'],
+                  '--steps', c['n_steps'], '--finetuning_steps', c['finetuning_steps'])
+        train += ['--float64'] if c['float64'] else []
+        return train + s('--iters', iters, '--warmup', warmup, '--threads', threads), None
     h, w, ch = c['image']
-    common = ['--way', str(c['way']), '--shot', str(c['shot']), '--query', str(c['query']),
-              '--steps', str(c['n_steps']), '--inner_lr', str(c['inner_lr']), '--xdim', str(h),
-              '--ch', str(ch), '--nch', str(c['n_channel']), '--threads', str(threads)]
-    train_args = [ref_path, *common, '--metabatch', str(c['metabatch']), '--iters', str(iters)]
-    if c['first_order']:
-        train_args.append('--first_order')
-    out, rss = run_python(train_args)
-    steps_per_s = value_after(out, 'torch steps/s')
-    out, eval_rss = run_python([TORCH_EVAL, *common, '--episodes', str(test_episodes)])
-    return dict(steps_per_s=steps_per_s, test_episodes_per_s=value_after(out, 'torch test episodes/s'),
-                peak_rss_mb=rss, eval_peak_rss_mb=eval_rss)
+    if f == 'mtl':
+        if c['img_size'] != h:
+            raise SystemExit(f'{name}: torch_mtl.py does not resize (img_size must be the side)')
+        return s('--way', c['way'], '--shot', c['shot'], '--query', c['query'], '--metabatch',
+                 c['metabatch'], '--steps', c['n_steps'], '--inner_lr', c['base_lr'], '--xdim',
+                 h, '--ch', ch, '--iters', iters, '--warmup', warmup, '--threads', threads), None
+    common = s('--way', c['way'], '--shot', c['shot'], '--query', c['query'], '--steps',
+               c['n_steps'], '--inner_lr', c['inner_lr'], '--xdim', h, '--ch', ch, '--nch',
+               c['n_channel'], '--threads', threads)
+    train = common + s('--metabatch', c['metabatch'], '--iters', iters)
+    if c['first_order'] or model_name == 'fomaml':
+        train.append('--first_order')
+    # torch_eval.py adapts and scores MAML's network: no evaluation reference for the others.
+    return train, (common if model_name in ('maml', 'fomaml') else None)
+
+
+def reference(name, model_name, args):
+    """The reference's steps/s (and test episodes/s where torch_eval.py applies) and peak RSS."""
+    iters = args.ref_iters or REF_ITERS[model_name]
+    warmup = REF_WARMUP.get(model_name, 0) if args.ref_warmup is None else args.ref_warmup
+    train, common = reference_args(name, model_name, iters, warmup, args.threads)
+    out, rss = run_python([reference_path(model_name, args), *train])
+    result = dict(script=os.path.basename(reference_path(model_name, args)),
+                  steps_per_s=value_after(out, 'torch steps/s'), peak_rss_mb=rss,
+                  test_episodes_per_s=None, eval_peak_rss_mb=None)
+    if common is not None:
+        out, eval_rss = run_python([TORCH_EVAL, *common, '--episodes',
+                                    str(args.ref_test_episodes)])
+        result.update(test_episodes_per_s=value_after(out, 'torch test episodes/s'),
+                      eval_peak_rss_mb=eval_rss)
+    return result
+
+
+def torch_available():
+    return importlib.util.find_spec('torch') is not None
+
+
+def reference_skip(model_name, args, have_torch):
+    """Why a row of this method has no reference column (None: it has one)."""
+    if args.no_reference:
+        return 'skipped (--no_reference)'
+    if not have_torch:
+        return 'PyTorch is not installed (pip install torch==2.13.0)'
+    if model_name not in REFERENCES:
+        return NO_REFERENCE.get(model_name, f'there is none for {model_name}')
+    path = reference_path(model_name, args)
+    if not os.path.exists(path):
+        return f'{path} not found (--reference_dir / --reference)'
+    return None
+
+
+# ---- worker processes ------------------------------------------------------------------------
+def worker_command(name, args):
+    return [sys.executable, '-m', 'benchmarks.throughput', '--worker', name, '--model',
+            args.model, '--mc_samples', str(args.mc_samples), '--windows', str(args.windows),
+            '--window_steps', str(args.window_steps), '--test_batches', str(args.test_batches),
+            '--warmup', str(args.warmup), '--task_loop', args.task_loop, '--batch_norm',
+            args.batch_norm, '--parallel_tasks', str(args.parallel_tasks)]
 
 
 def run_worker(name, args):
-    cmd = [sys.executable, '-m', 'benchmarks.throughput', '--worker', name, '--model', args.model,
-           '--mc_samples', str(args.mc_samples),
-           '--windows', str(args.windows), '--window_steps', str(args.window_steps),
-           '--test_batches', str(args.test_batches), '--warmup', str(args.warmup),
-           '--task_loop', args.task_loop, '--batch_norm', args.batch_norm,
-           '--parallel_tasks', str(args.parallel_tasks)]
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)
+    out = subprocess.run(worker_command(name, args), cwd=REPO, capture_output=True, text=True,
+                         timeout=3600)
     if out.returncode != 0:
         raise RuntimeError(f'worker {name} failed: {out.stderr[-3000:]}')
     return json.loads(value_line(out.stdout))
@@ -375,10 +504,103 @@ def value_line(stdout):
     raise RuntimeError(f'no RESULT line in worker output:\n{stdout[-2000:]}')
 
 
+# ---- oneDNN primitives (--kernels) -----------------------------------------------------------
+KERNEL_MARK = 'KERNELS STEADY STATE'
+
+
+def kernel_worker(name, model_name, mc_samples, task_loop, parallel_tasks):
+    """Runs a row's first step, prints KERNEL_MARK, then one more step: with ONEDNN_VERBOSE=1
+    (set by the parent) the oneDNN primitives after the mark are one steady-state step's."""
+    import ctypes
+    c = ALL_CONFIGS[name]
+    error = row_error(name, model_name)
+    if error:
+        raise SystemExit(error)
+    if family(c) != 'conv':
+        raise SystemExit('--kernels runs the MAML-family configurations (Conv4)')
+    _, train_step, _, batches = maml_family_steps(name, model_name, mc_samples, task_loop,
+                                                  parallel_tasks)
+    train_step(*batches[0])[0].numpy()
+    sys.stdout.flush()
+    ctypes.CDLL(None).fflush(None)   # oneDNN prints through C stdio: order it with ours
+    print(KERNEL_MARK, flush=True)
+    train_step(*batches[1])[0].numpy()
+    ctypes.CDLL(None).fflush(None)
+
+
+def onednn_summary(text, steps=1):
+    """{'info': [...], 'rows': [(kind, implementation, propagation, calls a step, ms a step)]}
+    from ONEDNN_VERBOSE=1 output (v1 'onednn_verbose,v1,primitive,exec,cpu,<kind>,<impl>,
+    <prop>,...,<ms>' and the older layout without 'v1,primitive'), per step over `steps`."""
+    info, total = [], {}
+    for line in text.splitlines():
+        if not line.startswith('onednn_verbose,'):
+            continue
+        f = line.split(',')
+        if 'info' in f[:3] and len(f) > 3 and not f[-1].startswith('template'):
+            info.append(','.join(f[f.index('info') + 1:]))
+        if 'exec' not in f[:5]:
+            continue
+        i = f.index('exec')
+        try:
+            ms = float(f[-1])
+        except ValueError:
+            continue
+        key = tuple(f[i + 2:i + 5])
+        calls, t = total.get(key, (0, 0.))
+        total[key] = (calls + 1, t + ms)
+    rows = sorted(((*k, n / steps, ms / steps) for k, (n, ms) in total.items()),
+                  key=lambda r: -r[4])
+    return dict(info=info, rows=rows)
+
+
+def kernels_markdown(side, summary, top=10):
+    rows = summary['rows']
+    busy = sum(r[4] for r in rows) or float('nan')
+    lines = [f'{side}: {"; ".join(summary["info"]) or "no oneDNN output"}', '',
+             '| primitive | implementation | propagation | calls a step | ms a step | share |',
+             '|' + ' --- |' * 6]
+    for kind, impl, prop, calls, ms in rows[:top]:
+        lines.append(f'| {kind} | {impl} | {prop} | {calls:g} | {ms:.1f} | '
+                     f'{100 * ms / busy:.0f}% |')
+    rest = rows[top:]
+    if rest:
+        lines.append(f'| ({len(rest)} more) | | | {sum(r[3] for r in rest):g} | '
+                     f'{sum(r[4] for r in rest):.1f} | {100 * sum(r[4] for r in rest) / busy:.0f}% |')
+    return '\n'.join(lines)
+
+
+def kernels(name, model_name, args, have_reference):
+    """Markdown: the oneDNN primitives of one steady-state step of ours and, if it runs, of
+    the reference (averaged over its warm-up and one timed step)."""
+    env = dict(os.environ, ONEDNN_VERBOSE='1')
+    cmd = worker_command(name, args) + ['--kernels']
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600, env=env)
+    if out.returncode != 0 or KERNEL_MARK not in out.stdout:
+        raise RuntimeError(f'kernel worker {name} failed: {out.stderr[-3000:]}')
+    head, steady = out.stdout.split(KERNEL_MARK, 1)
+    ours = onednn_summary(steady)
+    ours['info'] = onednn_summary(head)['info'] or ours['info']
+    parts = [f'{name} {model_name}, oneDNN primitives of one steady-state step '
+             '(ONEDNN_VERBOSE=1; the times include its logging; TensorFlow\'s own kernels, '
+             'e.g. Mul, Sum, MaxPoolGradGrad, are not oneDNN primitives and do not appear):',
+             '', kernels_markdown(f'ours (TF_ENABLE_ONEDNN_OPTS='
+                                  f'{os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1")})', ours)]
+    if have_reference:
+        warmup = 0 if model_name in REF_WARMUP else 3   # torch_maml.py's 3 fixed warm-up steps
+        train, _ = reference_args(name, model_name, 1, 0, args.threads)
+        ref_out, _ = run_python([reference_path(model_name, args), *train], env=env)
+        parts += ['', kernels_markdown(
+            f'reference {os.path.basename(reference_path(model_name, args))} (per step over '
+            f'{warmup + 1} steps)', onednn_summary(ref_out, warmup + 1))]
+    return '\n'.join(parts)
+
+
+# ---- report -------------------------------------------------------------------------------------
 def machine():
     cpu = 'unknown CPU'
     try:
-        with open('/proc/cpuinfo') as f:
+        with open('/proc/cpuinfo') as f:   # lscpu's "Model name"
             cpu = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
     except (OSError, StopIteration):
         pass
@@ -386,33 +608,128 @@ def machine():
     return f'{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}'
 
 
+def package_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment(results, threads):
+    """One line: the machine, TensorFlow and its oneDNN switch as the workers ran, PyTorch."""
+    ours = [r['ours'] for r in results if r.get('ours')]
+    tf_version = next((o['tensorflow'] for o in ours if o.get('tensorflow')), None) or \
+        package_version('tensorflow')
+    opts = next((o['onednn_opts'] for o in ours if o.get('onednn_opts')), None) or \
+        os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1')
+    line = (f'Machine: {machine()}; Python {sys.version.split()[0]}, TensorFlow {tf_version} '
+            f'with TF_ENABLE_ONEDNN_OPTS={opts} (oneDNN {"on" if opts == "1" else "off"})')
+    if any(r.get('reference') for r in results):
+        line += f', PyTorch {package_version("torch")} with {threads} threads'
+    return line + '.'
+
+
 def fmt(x, digits=3):
     return '-' if x is None else f'{x:.{digits}f}'
 
 
+def ratio(a, b):
+    return f'{a / b:.2f}' if a is not None and b else '-'
+
+
+def markdown_table(results):
+    lines = ['| config | model | steps/s | torch steps/s | ratio | first step (s) | '
+             'test episodes/s | torch test episodes/s | ratio | peak RSS (MB) | '
+             'torch peak RSS (MB) |', '|' + ' --- |' * 11]
+    for r in results:
+        o, t = r['ours'], r['reference'] or {}
+        lines.append(
+            f'| {o["config"]} | {o["model"]} | {fmt(o["steps_per_s"])} | '
+            f'{fmt(t.get("steps_per_s"))} | {ratio(o["steps_per_s"], t.get("steps_per_s"))} | '
+            f'{fmt(o["first_step_s"], 1)} | {fmt(o["test_episodes_per_s"], 2)} | '
+            f'{fmt(t.get("test_episodes_per_s"), 2)} | '
+            f'{ratio(o["test_episodes_per_s"], t.get("test_episodes_per_s"))} | '
+            f'{fmt(o["peak_rss_mb"], 0)} | {fmt(t.get("peak_rss_mb"), 0)} |')
+    return '\n'.join(lines)
+
+
+def row_line(name, ours, ref):
+    line = (f'{name:18s} {ours["model"]:8s} train {fmt(ours["steps_per_s"])} steps/s, '
+            f'first step {fmt(ours["first_step_s"], 1)} s, test '
+            f'{fmt(ours["test_episodes_per_s"], 2)} episodes/s, peak RSS '
+            f'{fmt(ours["peak_rss_mb"], 0)} MB')
+    if ref:
+        line += (f' | {ref["script"]} train {fmt(ref["steps_per_s"])} steps/s '
+                 f'(x{ratio(ours["steps_per_s"], ref["steps_per_s"])})')
+        if ref.get('test_episodes_per_s'):
+            line += (f', test {fmt(ref["test_episodes_per_s"], 2)} episodes/s '
+                     f'(x{ratio(ours["test_episodes_per_s"], ref["test_episodes_per_s"])})')
+        line += f', peak RSS {fmt(ref["peak_rss_mb"], 0)} MB'
+    return line
+
+
+def parse_rows(p, args):
+    """[(configuration, model)] from --configs ('name' or 'name:model') and --model."""
+    if args.configs is None:
+        if args.model is None:
+            return list(DEFAULT_ROWS)
+        rows = [(n, args.model) for n, c in CONFIGS.items()
+                if family(c) in MODEL_FAMILIES[args.model]]
+        return [(n, m) for n, m in rows if row_error(n, m) is None]
+    rows = []
+    for entry in (e.strip() for e in args.configs.split(',')):
+        if not entry:
+            continue
+        name, _, model_name = entry.partition(':')
+        if name not in ALL_CONFIGS:
+            p.error(f'unknown configuration {name!r}; known: {", ".join(CONFIGS)}')
+        model_name = model_name or args.model or default_model(ALL_CONFIGS[name])
+        if model_name not in MODEL_FAMILIES:
+            p.error(f'unknown model {model_name!r} in {entry!r}; known: {", ".join(MODELS)}')
+        error = row_error(name, model_name)
+        if error:
+            p.error(error)
+        rows.append((name, model_name))
+    if not rows:
+        p.error('--configs names no configuration')
+    return rows
+
+
+def row_args(args, model_name):
+    """The run's arguments for one row: its model, and the timing defaults of that model
+    unless given on the command line."""
+    a = argparse.Namespace(**vars(args))
+    a.model = model_name
+    for k, v in TIMING_DEFAULTS.get(model_name, DEFAULT_TIMING).items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    return a
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--configs', default=','.join(CONFIGS),
-                   help=f'comma-separated, from: {", ".join(CONFIGS)}')
-    p.add_argument('--model', default='maml',
-                   choices=['maml', 'fomaml', 'metasgd', 'metadrop', 'taml', 'leo', 'mtl'],
-                   help='our method (the *_fo configurations turn maml into fomaml; the taml_* '
-                        'configurations run l2b\'s code path: maml / metasgd / taml = its '
-                        'switches off / alpha / all four; the leo_* configurations run with leo '
-                        'and the mtl_* ones with mtl); the PyTorch reference is MAML, so it '
-                        'runs only for the MAML family on the non-TAML configurations')
+    p.add_argument('--configs',
+                   help='comma-separated rows, each a configuration or configuration:model '
+                        f'(e.g. omni20_1shot:metadrop), from: {", ".join(CONFIGS)}; default: '
+                        'the standard table (' + ', '.join(f'{n}:{m}' for n, m in DEFAULT_ROWS)
+                        + '), or every configuration of --model')
+    p.add_argument('--model', choices=MODELS,
+                   help='our method for the rows that do not name one (default: the '
+                        "configuration's own: maml, fomaml for *_fo, taml, leo, mtl); the "
+                        '*_fo configurations turn maml into fomaml; on the taml_* ones maml / '
+                        "metasgd / taml = l2b's switches off / alpha / all four")
     p.add_argument('--mc_samples', type=int, default=1,
                    help='--model metadrop: MC samples of the inner loss at meta-test (the '
                         'runfiles use 30); --model taml: sampled test passes (l2b: 10)')
     p.add_argument('--windows', type=int,
-                   help='timed windows (median reported); default 5 (--model mtl: 3)')
+                   help='timed windows (median reported); default 5 (mtl rows: 3)')
     p.add_argument('--window_steps', type=int,
-                   help='steps per timed window; default 3 (--model mtl: 1)')
+                   help='steps per timed window; default 3 (mtl rows: 1)')
     p.add_argument('--test_batches', type=int,
                    help='meta-test metabatches (LEO, MTL: evaluation calls) timed; default 5 '
-                        '(--model mtl: 2)')
+                        '(mtl rows: 2)')
     p.add_argument('--warmup', type=int,
-                   help='untimed steps after the first one; default 2 (--model mtl: 1)')
+                   help='untimed steps after the first one; default 2 (mtl rows: 1)')
     p.add_argument('--task_loop', default='while', choices=['while', 'unrolled'],
                    help="how our meta-train step runs the metabatch's tasks (main.py "
                         "--task_loop): while = one traced task in a tf.while_loop (the "
@@ -422,65 +739,84 @@ def main(argv=None):
     p.add_argument('--batch_norm', default='fused', choices=['fused', 'plain'],
                    help='main.py --[no]fused_batch_norm: the fused kernel (the default) or the '
                         'plain arithmetic')
-    p.add_argument('--reference', default=DEFAULT_REFERENCE, help='path of torch_maml.py')
-    p.add_argument('--ref_iters', type=int, default=10, help='timed steps of the reference')
+    p.add_argument('--reference_dir', default=SHARED_BENCH,
+                   help="where the methods' PyTorch references are (torch_maml.py, "
+                        'torch_metadrop.py, torch_mtl.py; LEO\'s is benchmarks/torch_leo.py)')
+    p.add_argument('--reference', help='path of torch_maml.py (the MAML-family reference); '
+                                       'default: in --reference_dir')
+    p.add_argument('--ref_iters', type=int,
+                   help='timed steps of the reference; default maml 10, metadrop 5, leo 20, '
+                        'mtl 3')
+    p.add_argument('--ref_warmup', type=int,
+                   help='warm-up steps of torch_leo.py / torch_mtl.py (default 3 / 1; '
+                        'torch_maml.py and torch_metadrop.py always take 3)')
     p.add_argument('--ref_test_episodes', type=int, default=20)
     p.add_argument('--threads', type=int, default=os.cpu_count(),
                    help='PyTorch threads of the reference (default: all cores, as TensorFlow)')
     p.add_argument('--no_reference', action='store_true')
+    p.add_argument('--kernels', action='store_true',
+                   help='instead of timing: the oneDNN primitives (ONEDNN_VERBOSE=1) of one '
+                        'steady-state step of ours and of the reference (MAML-family rows)')
     p.add_argument('--json', help='also write the results to this file')
+    p.add_argument('--markdown', help='also write the environment line and the table (or '
+                                      'the --kernels tables) to this file')
     p.add_argument('--worker', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for k, v in TIMING_DEFAULTS.get(args.model, DEFAULT_TIMING).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    for k in ('windows', 'window_steps', 'test_batches', 'ref_iters', 'threads',
+              'parallel_tasks', 'mc_samples', 'ref_test_episodes'):
+        if getattr(args, k) is not None and getattr(args, k) < 1:
+            p.error(f'--{k} must be >= 1')
+    for k in ('warmup', 'ref_warmup'):
+        if getattr(args, k) is not None and getattr(args, k) < 0:
+            p.error(f'--{k} must be >= 0')
 
     if args.worker:
-        __import__('main')  # TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
+        if args.worker not in ALL_CONFIGS:
+            p.error(f'unknown configuration {args.worker!r}')
+        args = row_args(args, args.model or default_model(ALL_CONFIGS[args.worker]))
+        prepare_tensorflow()
         from model import nets
         nets.FUSED_BATCH_NORM = args.batch_norm == 'fused'
-        print('RESULT ' + json.dumps(worker(args.worker, args.model, args.windows,
-                                            args.window_steps, args.test_batches,
-                                            args.mc_samples, args.warmup,
-                                            args.task_loop, args.parallel_tasks)))
+        if args.kernels:
+            kernel_worker(args.worker, args.model, args.mc_samples, args.task_loop,
+                          args.parallel_tasks)
+            return 0
+        result = worker(args.worker, args.model, args.windows, args.window_steps,
+                        args.test_batches, args.mc_samples, args.warmup, args.task_loop,
+                        args.parallel_tasks)
+        import tensorflow as tf
+        result.update(tensorflow=tf.__version__,
+                      onednn_opts=os.environ.get('TF_ENABLE_ONEDNN_OPTS'))
+        print('RESULT ' + json.dumps(result))
         return 0
 
-    names = [n.strip() for n in args.configs.split(',') if n.strip()]
-    if args.model == 'taml' and args.configs == p.get_default('configs'):
-        names = [n for n in CONFIGS if 'max_shot' in CONFIGS[n]]
-    if args.model == 'leo' and args.configs == p.get_default('configs'):
-        names = [n for n in CONFIGS if is_leo(CONFIGS[n])]
-    elif args.model == 'mtl' and args.configs == p.get_default('configs'):
-        names = [n for n in CONFIGS if is_mtl(CONFIGS[n])]
-    elif args.configs == p.get_default('configs'):
-        names = [n for n in names if not is_leo(CONFIGS[n]) and not is_mtl(CONFIGS[n])]
-    unknown = [n for n in names if n not in ALL_CONFIGS]
-    if unknown:
-        p.error(f'unknown configuration(s) {", ".join(unknown)}; known: {", ".join(CONFIGS)}')
-    have_ref = not args.no_reference
-    if have_ref and args.model == 'mtl':
-        print('reference skipped: the PyTorch reference is MAML with a Conv4 network; there is '
-              'none for MTL (ResNet-12 with scaling and shifting; the original is TF1 code)')
-        have_ref = False
-    if have_ref and importlib.util.find_spec('torch') is None:
-        print('reference skipped: PyTorch is not installed (pip install torch==2.13.0)')
-        have_ref = False
-    if have_ref and args.model == 'metadrop':
-        print('reference skipped: the PyTorch reference is MAML; there is none for Meta-Dropout '
-              '(compare with a --model maml run of the same configuration)')
-        have_ref = False
-    if have_ref and args.model == 'leo':
-        print('reference skipped: the PyTorch reference is MAML on images; there is none for '
-              'LEO (deepmind/leo is TF1 code that no longer installs)')
-        have_ref = False
-    if have_ref and not os.path.exists(args.reference):
-        print(f'reference skipped: {args.reference} not found (pass --reference PATH)')
-        have_ref = False
+    rows = parse_rows(p, args)
+    have_torch = torch_available()
+    skipped = {}
+    for _, model_name in rows:
+        why = reference_skip(model_name, args, have_torch)
+        if why and model_name not in skipped:
+            skipped[model_name] = why
+            print(f'reference skipped for {model_name}: {why}')
 
-    print(f'machine: {machine()}')
+    print(f'machine: {machine()}', flush=True)
+    if args.kernels:
+        parts = []
+        for name, model_name in rows:
+            if family(ALL_CONFIGS[name]) != 'conv':
+                p.error(f'--kernels runs the MAML-family configurations, not {name}')
+            parts.append(kernels(name, model_name, row_args(args, model_name),
+                                 model_name not in skipped))
+            print(parts[-1] + '\n', flush=True)
+        if args.markdown:
+            with open(args.markdown, 'w') as f:
+                f.write(f'Machine: {machine()}.\n\n' + '\n\n'.join(parts) + '\n')
+        return 0
+
     results = []
-    for name in names:
-        ours = run_worker(name, args)
+    for name, model_name in rows:
+        a = row_args(args, model_name)
+        ours = run_worker(name, a)
         ours['task_loop'] = None if is_leo(ALL_CONFIGS[name]) else args.task_loop
         ours['batch_norm'] = args.batch_norm
         if ours['task_loop'] == 'unrolled':
@@ -489,35 +825,19 @@ def main(argv=None):
             ours['model'] += ' (plain BN)'
         if args.parallel_tasks != 1:
             ours['model'] += f' ({args.parallel_tasks} tasks in flight)'
-        ref = reference(name, args.reference, args.ref_iters, args.ref_test_episodes,
-                        args.threads) if have_ref and 'max_shot' not in ALL_CONFIGS[name] else None
+        ref = reference(name, model_name, a) if model_name not in skipped else None
         results.append(dict(ours=ours, reference=ref))
-        line = (f'{name:18s} {ours["model"]:7s} train {fmt(ours["steps_per_s"])} steps/s, '
-                f'first step {fmt(ours["first_step_s"], 1)} s, test '
-                f'{fmt(ours["test_episodes_per_s"], 2)} episodes/s, peak RSS '
-                f'{fmt(ours["peak_rss_mb"], 0)} MB')
-        if ref:
-            line += (f' | torch train {fmt(ref["steps_per_s"])} steps/s (x{ours["steps_per_s"] / ref["steps_per_s"]:.2f}), '
-                     f'test {fmt(ref["test_episodes_per_s"], 2)} episodes/s '
-                     f'(x{ours["test_episodes_per_s"] / ref["test_episodes_per_s"]:.2f}), '
-                     f'peak RSS {fmt(ref["peak_rss_mb"], 0)} MB')
-        print(line, flush=True)
+        print(row_line(name, ours, ref), flush=True)
 
-    print()
-    print('| config | model | steps/s | torch steps/s | ratio | first step (s) | test episodes/s '
-          '| torch test episodes/s | ratio | peak RSS (MB) | torch peak RSS (MB) |')
-    print('|' + ' --- |' * 11)
-    for r in results:
-        o, t = r['ours'], r['reference'] or {}
-        ratio = (lambda a, b: f'{a / b:.2f}' if b else '-')
-        print(f'| {o["config"]} | {o["model"]} | {fmt(o["steps_per_s"])} | {fmt(t.get("steps_per_s"))} | '
-              f'{ratio(o["steps_per_s"], t.get("steps_per_s"))} | {fmt(o["first_step_s"], 1)} | '
-              f'{fmt(o["test_episodes_per_s"], 2)} | {fmt(t.get("test_episodes_per_s"), 2)} | '
-              f'{ratio(o["test_episodes_per_s"], t.get("test_episodes_per_s"))} | '
-              f'{fmt(o["peak_rss_mb"], 0)} | {fmt(t.get("peak_rss_mb"), 0)} |')
+    env = environment(results, args.threads)
+    table = markdown_table(results)
+    print(f'\n{env}\n\n{table}')
+    if args.markdown:
+        with open(args.markdown, 'w') as f:
+            f.write(f'{env}\n\n{table}\n')
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(machine=machine(), results=results), f, indent=1)
+            json.dump(dict(machine=machine(), environment=env, results=results), f, indent=1)
     return 0
 
 
