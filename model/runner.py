@@ -1118,7 +1118,7 @@ class Runner:
             lines.append(f'{s["label"]} accuracy : {mean:f} +- {ci:f}')
             entries.append(dict(checkpoint=s['label'], accuracy=mean, ci95=ci,
                                 n_episodes=int(len(s['acc'])), loss=s['loss'],
-                                trained_dataset=s['trained_dataset']))
+                                trained_dataset=s['trained_dataset'], secs=s['secs']))
         for s in scored[1:]:
             d, ci = paired_difference(100. * s['acc'], 100. * first['acc'])
             lines.append(f'{s["label"]} - {first["label"]} : {d:f} +- {ci:f} (paired, '

@@ -117,3 +117,25 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     (tmp_path / 'r' / 'config.json').write_text('{not json')
     assert report.main([str(tmp_path)]) == 1
     assert capsys.readouterr().err.startswith('error: cannot read ')
+
+
+def test_a_meta_test_of_several_checkpoints_gives_a_row_each(tmp_path, capsys):
+    run = tmp_path / 'paired'
+    run.mkdir()
+    (run / 'config.json').write_text(json.dumps(dict(model='maml', dataset='omniglot', way=5,
+                                                     shot=1, seed=0)))
+    entries = [dict(checkpoint='a/model-100', accuracy=90., ci95=1., n_episodes=600),
+               dict(checkpoint='b/model-100', accuracy=92., ci95=1.1, n_episodes=600)]
+    (run / 'meta_test.json').write_text(json.dumps(dict(
+        accuracy=90., ci95=1., n_episodes=600, way=5, shot=1, checkpoint='model-100',
+        test_dataset='folder', checkpoints=entries,
+        paired=[dict(checkpoint='b/model-100', reference='a/model-100', difference=2.,
+                     ci95=0.5)])))
+    rows = report.rows_of([str(run)])
+    assert [(r['result'], r['accuracy']) for r in rows] == [
+        ('meta_test a/model-100', 90.), ('meta_test b/model-100', 92.)]
+    assert all(r['dataset'] == 'folder' for r in rows), 'the dataset tested on'
+    # --paired needs the per-episode files meta_test writes
+    assert report.main(['--paired', str(run), str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'no per-episode file' in err and err.count('\n') == 1
