@@ -28,7 +28,7 @@ import types
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from benchmarks.throughput import CONFIGS, REPO, fmt, machine, value_line
+from benchmarks.throughput import CONFIGS, REPO, fmt, machine, random_batches, value_line
 
 DEFAULT_N_STEPS = '1,5,10,20'
 
@@ -56,14 +56,7 @@ def episode_shapes(c):
 
 def synthetic_batches(c, n=4, seed=0):
     """n metabatches of random episodes (xs, ys, xq, yq) of the setting's shapes."""
-    import numpy as np
-    T, ns, nq = episode_shapes(c)
-    rng = np.random.default_rng(seed)
-    ys = np.tile(np.repeat(np.arange(c['way']), c['shot']), (T, 1)).astype(np.int32)
-    yq = np.tile(np.repeat(np.arange(c['way']), c['query']), (T, 1)).astype(np.int32)
-    return [(rng.standard_normal((T, ns, *c['image']), dtype=np.float32), ys,
-             rng.standard_normal((T, nq, *c['image']), dtype=np.float32), yq)
-            for _ in range(n)]
+    return random_batches(c, c['query'], c['metabatch'], n, seed)
 
 
 def time_step(step, batches, warmup, windows, steps_per_window):

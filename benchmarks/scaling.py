@@ -17,7 +17,6 @@ metabatch-sized batches of random episodes (no data loading), first call include
 """
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time

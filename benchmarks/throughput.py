@@ -537,8 +537,10 @@ def onednn_summary(text, steps=1):
         if not line.startswith('onednn_verbose,'):
             continue
         f = line.split(',')
-        if 'info' in f[:3] and len(f) > 3 and not f[-1].startswith('template'):
-            info.append(','.join(f[f.index('info') + 1:]))
+        if 'info' in f[:3]:   # the version, and the CPU's runtime, threads and ISA
+            what = ','.join(f[f.index('info') + 1:])
+            if what.startswith(('oneDNN', 'cpu,')):
+                info.append(what)
         if 'exec' not in f[:5]:
             continue
         i = f.index('exec')
@@ -565,8 +567,9 @@ def kernels_markdown(side, summary, top=10):
                      f'{100 * ms / busy:.0f}% |')
     rest = rows[top:]
     if rest:
-        lines.append(f'| ({len(rest)} more) | | | {sum(r[3] for r in rest):g} | '
-                     f'{sum(r[4] for r in rest):.1f} | {100 * sum(r[4] for r in rest) / busy:.0f}% |')
+        ms = sum(r[4] for r in rest)
+        lines.append(f'| ({len(rest)} more) | | | {sum(r[3] for r in rest):g} | {ms:.1f} | '
+                     f'{100 * ms / busy:.0f}% |')
     return '\n'.join(lines)
 
 
