@@ -28,7 +28,8 @@ import types
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from benchmarks.throughput import CONFIGS, REPO, fmt, machine, random_batches, value_line
+from benchmarks.throughput import (CONFIGS, REPO, fmt, last_line, machine, random_batches,
+                                   value_line)
 
 DEFAULT_N_STEPS = '1,5,10,20'
 
@@ -163,11 +164,6 @@ def run_worker(setting, n_steps, efficient, args):
 
 
 # ---- report ---------------------------------------------------------------------------------
-def last_line(text):
-    lines = [l for l in text.splitlines() if l.strip()]
-    return lines[-1] if lines else text
-
-
 def ratio(a, b):
     return f'{a / b:.2f}' if a is not None and b else '-'
 

@@ -101,7 +101,7 @@ def run_worker(c, efficient, episodes, timing, timeout):
         return dict(error=f'timed out after {timeout:.0f} s')
     if out.returncode != 0:   # e.g. killed by the OOM killer (-9)
         return dict(error=f'exit code {out.returncode}: '
-                          f'{inner_steps.last_line(out.stderr or "no output")}')
+                          f'{throughput.last_line(out.stderr or "no output")}')
     r = json.loads(throughput.value_line(out.stdout))
     r['process_s'] = time.perf_counter() - t
     return r

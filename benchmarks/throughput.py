@@ -497,6 +497,12 @@ def run_worker(name, args):
     return json.loads(value_line(out.stdout))
 
 
+def last_line(text):
+    """The last non-blank line (a failed process's error)."""
+    lines = [l for l in text.splitlines() if l.strip()]
+    return lines[-1] if lines else text
+
+
 def value_line(stdout):
     for line in stdout.splitlines():
         if line.startswith('RESULT '):
@@ -646,6 +652,12 @@ def markdown_table(results):
              'torch peak RSS (MB) |', '|' + ' --- |' * 11]
     for r in results:
         o, t = r['ours'], r['reference'] or {}
+        if 'error' in o:
+            lines.append(f'| {o["config"]} | {o["model"]} | failed: {o["error"][:80]} |'
+                         + ' |' * 8)
+            continue
+        if 'error' in t:
+            t = dict(steps_per_s=None, test_episodes_per_s=None, peak_rss_mb=None)
         lines.append(
             f'| {o["config"]} | {o["model"]} | {fmt(o["steps_per_s"])} | '
             f'{fmt(t.get("steps_per_s"))} | {ratio(o["steps_per_s"], t.get("steps_per_s"))} | '
@@ -657,6 +669,10 @@ def markdown_table(results):
 
 
 def row_line(name, ours, ref):
+    if 'error' in ours:
+        return f'{name:18s} {ours["model"]:8s} FAILED: {ours["error"]}'
+    if ref and 'error' in ref:
+        return f'{row_line(name, ours, None)} | {ref["script"]} FAILED: {ref["error"]}'
     line = (f'{name:18s} {ours["model"]:8s} train {fmt(ours["steps_per_s"])} steps/s, '
             f'first step {fmt(ours["first_step_s"], 1)} s, test '
             f'{fmt(ours["test_episodes_per_s"], 2)} episodes/s, peak RSS '
@@ -804,10 +820,11 @@ def main(argv=None):
 
     print(f'machine: {machine()}', flush=True)
     if args.kernels:
+        other = [n for n, _ in rows if family(ALL_CONFIGS[n]) != 'conv']
+        if other:
+            p.error(f'--kernels runs the MAML-family configurations, not {", ".join(other)}')
         parts = []
         for name, model_name in rows:
-            if family(ALL_CONFIGS[name]) != 'conv':
-                p.error(f'--kernels runs the MAML-family configurations, not {name}')
             parts.append(kernels(name, model_name, row_args(args, model_name),
                                  model_name not in skipped))
             print(parts[-1] + '\n', flush=True)
@@ -819,7 +836,13 @@ def main(argv=None):
     results = []
     for name, model_name in rows:
         a = row_args(args, model_name)
-        ours = run_worker(name, a)
+        try:
+            ours = run_worker(name, a)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:   # the others still run
+            results.append(dict(ours=dict(config=name, model=model_name,
+                                          error=last_line(str(e))), reference=None))
+            print(row_line(name, results[-1]['ours'], None), flush=True)
+            continue
         ours['task_loop'] = None if is_leo(ALL_CONFIGS[name]) else args.task_loop
         ours['batch_norm'] = args.batch_norm
         if ours['task_loop'] == 'unrolled':
@@ -828,7 +851,13 @@ def main(argv=None):
             ours['model'] += ' (plain BN)'
         if args.parallel_tasks != 1:
             ours['model'] += f' ({args.parallel_tasks} tasks in flight)'
-        ref = reference(name, model_name, a) if model_name not in skipped else None
+        ref = None
+        if model_name not in skipped:
+            try:
+                ref = reference(name, model_name, a)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                ref = dict(script=os.path.basename(reference_path(model_name, a)),
+                           error=last_line(str(e)))
         results.append(dict(ours=ours, reference=ref))
         print(row_line(name, ours, ref), flush=True)
 
@@ -841,7 +870,10 @@ def main(argv=None):
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(machine=machine(), environment=env, results=results), f, indent=1)
-    return 0
+    failed = [r for r in results if 'error' in r['ours'] or 'error' in (r['reference'] or {})]
+    if failed:
+        print(f'error: {len(failed)} row(s) failed (shown in the table)', file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == '__main__':

@@ -301,3 +301,26 @@ def test_profile_step_end_to_end(capsys):
     ms = [float(l.split('|')[0]) for l in ops]
     assert all(m > 0 for m in ms) and ms == sorted(ms, reverse=True)
     assert any('Conv2D' in l for l in ops)
+
+
+def test_a_failed_row_is_reported_and_the_others_run(fake_reference, monkeypatch, capsys):
+    def run_worker(name, args):
+        if name == 'omni5_1shot':
+            raise RuntimeError('worker omni5_1shot failed: ...\nMemoryError: out of memory\n')
+        return dict(config=name, model=args.model, steps_per_s=1., window_rates=[1.],
+                    first_step_s=1., first_eval_s=1., test_episodes_per_s=1., peak_rss_mb=1.)
+    monkeypatch.setattr(throughput, 'run_worker', run_worker)
+    run_python = throughput.run_python
+
+    def failing_metadrop(argv, timeout=1800, env=None):
+        if argv[0].endswith('torch_metadrop.py'):
+            raise RuntimeError('torch_metadrop.py failed: boom')
+        return run_python(argv, timeout, env)
+    monkeypatch.setattr(throughput, 'run_python', failing_metadrop)
+    assert throughput.main(['--configs', 'omni5_1shot,omni20_1shot:metadrop,omni20_1shot']) == 1
+    out, err = capsys.readouterr()
+    assert '| omni5_1shot | maml | failed: MemoryError: out of memory |' in out
+    assert '| omni20_1shot | metadrop | 1.000 | - | - |' in out
+    assert 'torch_metadrop.py FAILED: torch_metadrop.py failed: boom' in out
+    assert '| omni20_1shot | maml | 1.000 | 2.000 | 0.50 |' in out
+    assert 'error: 2 row(s) failed' in err
