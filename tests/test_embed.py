@@ -222,3 +222,61 @@ def test_wrn28_10_has_the_papers_size_and_640_d_features():
     feats = net.features(tf.zeros([2, 32, 32, 3]))
     assert feats.shape == (2, 640) and net.feature_dim == 640
     assert net(tf.zeros([2, 32, 32, 3])).shape == (2, 10)
+
+
+MTL_TINY = ['--model', 'mtl', '--dataset', 'synthetic', '--img_size', '16', '--noprogress']
+
+
+def test_mtl_pretraining_snapshot_and_meta_trained_model(tmp_path):
+    """MTL: the pre-training snapshot weights-<i> (backbone alone; population statistics go
+    through MtlBackbone's batch norm), and its meta-trained model when the savedir holds one."""
+    from model import mtl
+    from model.mtl_runner import MtlRunner, backbone_checkpoint, weights_path
+    savedir = tmp_path / 'mtl'
+    # A snapshot as pre-training writes it (untrained: what is tested is where it is read).
+    pre = mtl.MtlPretrainNet(8, 'resnet12', (SIDE, SIDE, 1), img_size=16)
+    backbone_checkpoint(pre.backbone).write(weights_path(str(savedir / 'pretrain'), 1))
+    # --mode embed with the flags of meta_test (main.py's validation of --model mtl --mode
+    # embed is the method registry's)
+    cfg = main.parse_config(['--savedir', str(savedir), '--mode', 'meta_test', '--pre_iter', '-1',
+                             *MTL_TINY])
+    cfg.mode, cfg.embed_batch_size = 'embed', 16
+    runner = MtlRunner(cfg, log=lambda s: None)
+    runner.dataset = tiny_dataset(runner.dataset)
+    rec = embed_into(runner, tmp_path / 'pre', 'center:28', probe_episodes=20)
+    assert rec['checkpoint'].endswith('weights-1') and rec['embedding_dim'] == 512
+    assert rec['batch_norm']['layers'] == 12 and 'pre-trained backbone' in rec['feature_layer']
+    net = runner.model.backbone
+    first = net.bn_layers[:1]
+    stats = embed.population_stats(lambda x, norm: net.features(x, stats=norm), first,
+                                   lambda: embed.split_batches(runner.dataset.train, 64))
+    record = {}
+    from model import nets
+    x = np.concatenate(list(embed.split_batches(runner.dataset.train, 64)))
+    net.features(x, stats=nets.BatchStats(record))
+    np.testing.assert_allclose(stats[first[0]][0], record[first[0]][0], rtol=1e-4, atol=1e-6)
+    # A meta-trained checkpoint in the savedir takes precedence (with scaling and shifting).
+    runner.model.copy_shift_from_backbone()
+    runner.model.ss['block1_conv1'].assign(2. * tf.ones_like(runner.model.ss['block1_conv1']))
+    runner.save(runner.manager(), 0)
+    runner.model.ss['block1_conv1'].assign(tf.ones_like(runner.model.ss['block1_conv1']))
+    ex = embed.extractor(runner)
+    assert ex.checkpoint.endswith('model-0') and 'scaling and shifting' in ex.layer
+    assert np.abs(ex.features(x[:4], None).numpy() - net.features(x[:4]).numpy()).max() > 1e-4
+
+
+def test_wrn28_10_pretraining_snapshot_loads_into_mtl_and_meta_transfer_is_refused(tmp_path):
+    from model import mtl
+    from model.mtl_runner import MtlRunner, backbone_checkpoint
+    pre = mtl.MtlPretrainNet(7, 'wrn28_10', (28, 28, 1), img_size=16)
+    loss, _ = pre.batch_loss(tf.zeros([2, 28, 28, 1]), tf.constant([0, 1]))
+    assert pre.fc['w5'].shape == (640, 7) and np.isfinite(loss.numpy())
+    backbone_checkpoint(pre.backbone).write(str(tmp_path / 'weights-1'))
+    model = mtl.MTL(5, 1, (28, 28, 1), 'wrn28_10', img_size=16)
+    assert not model.ss and model.fc['w5'].shape == (640, 5)
+    backbone_checkpoint(model.backbone).read(str(tmp_path / 'weights-1')).assert_existing_objects_matched()
+    for a, b in zip(pre.backbone.weights.values(), model.backbone.weights.values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    import types
+    with pytest.raises(RunError, match='feature extractor'):
+        MtlRunner(types.SimpleNamespace(backbone_arch='wrn28_10', mode='meta_train'))
