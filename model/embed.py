@@ -40,8 +40,9 @@ and needs none.
 
 Crops (--embed_crops, comma-separated, each `center` or `multiview`, optionally `:<side>`):
 LEO ships `center` and `multiview` files; its code shows only that a multiview file has one
-row per image (keys unique per image file), so its views were combined per image. Its paper
-uses 80x80 crops of the 84x84 images. Here a crop of side c (default: LEO's 4-pixel margin
+row per image (keys unique per image file), so its views were combined per image. The 80x80
+crop of the 84x84 images is our reading of its paper's appendix B.2 (the originals here do
+not state a crop size). Here a crop of side c (default: LEO's 4-pixel margin
 in 84 scaled to the image, c = side - max(1, round(4 side / 84)): 80 at 84, 27 at 28, 30 at
 32) is resized back to the network's input side (bilinear; the network was trained on whole
 images of that size); `center` embeds the centre crop, `multiview` the mean of the
