@@ -7,9 +7,11 @@ a steady-state step (the TF profiler, aggregated by op type).
     python -m benchmarks.profile_step --config omni20_1shot --task_loop unrolled --batch_norm plain
     python -m benchmarks.profile_step --config omni20_1shot --steps 3 --top 15 --logdir prof
 
-The configurations are benchmarks/throughput.py's MAML-family ones (same model, same
-compiled step as main.py). The profile of the steady-state steps is also left in --logdir
-for TensorBoard's profile plugin.
+    python -m benchmarks.profile_step --config mtl_omni5_1shot_28 --steps 1   # any method
+
+The configurations are benchmarks/throughput.py's, each run with its own method or --model
+(same model, same compiled step as main.py). The profile of the steady-state steps is also
+left in --logdir for TensorBoard's profile plugin.
 """
 import argparse
 import collections
@@ -73,9 +75,9 @@ def op_profile(logdir):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    maml_configs = [n for n, c in throughput.ALL_CONFIGS.items() if 'first_order' in c]
-    p.add_argument('--config', default='omni20_1shot', choices=maml_configs)
-    p.add_argument('--model', default='maml', choices=['maml', 'fomaml', 'metasgd', 'metadrop'])
+    p.add_argument('--config', default='omni20_1shot', choices=list(throughput.ALL_CONFIGS))
+    p.add_argument('--model', choices=throughput.MODELS,
+                   help="default: the configuration's own method")
     p.add_argument('--task_loop', default='while', choices=['while', 'unrolled'])
     p.add_argument('--batch_norm', default='fused', choices=['fused', 'plain'],
                    help='main.py --[no]fused_batch_norm')
@@ -85,11 +87,15 @@ def main(argv=None):
     p.add_argument('--logdir', help='where the TF profile goes (default: a temporary folder)')
     args = p.parse_args(argv)
 
+    model_name = args.model or throughput.default_model(throughput.ALL_CONFIGS[args.config])
+    error = throughput.row_error(args.config, model_name)
+    if error:
+        p.error(error)
     throughput.prepare_tensorflow()  # TF_ENABLE_ONEDNN_OPTS before TensorFlow, as a run does
     from model import nets
     nets.FUSED_BATCH_NORM = args.batch_norm == 'fused'
-    model_name, train_step, _, batches = throughput.maml_family_steps(
-        args.config, args.model, task_loop=args.task_loop)
+    model_name, train_step, _, batches, _ = throughput.build_steps(
+        args.config, model_name, task_loop=args.task_loop)
     import tensorflow as tf
     spec = train_step.input_signature
     concrete, trace_s, rows = trace_profile(lambda: train_step.get_concrete_function(*spec),

@@ -32,7 +32,7 @@ REGIONS = {
     'scaling': ('benchmarks.scaling', []),
 }
 QUICK = {
-    'throughput': ['--configs', 'maml_tiny,mtl_tiny', '--windows', '1', '--window_steps', '1',
+    'throughput': ['--configs', 'maml_tiny', '--windows', '1', '--window_steps', '1',
                    '--test_batches', '1', '--warmup', '0', '--ref_iters', '1',
                    '--ref_warmup', '0', '--ref_test_episodes', '1'],
     'kernels': ['--kernels', '--configs', 'maml_tiny'],

@@ -176,24 +176,28 @@ def peak_rss_mb():
 # ---- our side (runs in a worker process) ------------------------------------------------
 def worker(name, model_name, windows, window_steps, test_batches, mc_samples=1, warmup=2,
            task_loop='while', parallel_tasks=1):
+    label, train_step, eval_step, train, test = build_steps(name, model_name, mc_samples,
+                                                            task_loop, parallel_tasks)
+    return dict(config=name, model=label, **time_steps(train_step, eval_step, train, windows,
+                                                       window_steps, test_batches, test=test,
+                                                       warmup=warmup))
+
+
+def build_steps(name, model_name, mc_samples=1, task_loop='while', parallel_tasks=1):
+    """(row label, compiled meta-train step, meta-test step, meta-train metabatches,
+    meta-test batches or None for the same) of any row, as main.py's runners build them."""
     loop = dict(task_loop=task_loop, parallel_tasks=parallel_tasks)
     c = ALL_CONFIGS[name]
     error = row_error(name, model_name)
     if error:
         raise SystemExit(error)
     if is_leo(c):
-        return leo_worker(name, model_name, windows, window_steps, test_batches, warmup)
+        return leo_steps(name)
     if is_mtl(c):
-        return mtl_worker(name, model_name, windows, window_steps, test_batches, warmup,
-                          **loop)
+        return mtl_steps(name, **loop)
     if 'max_shot' in c:
-        return taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples,
-                           warmup, **loop)
-    model_name, train_step, eval_step, batches = maml_family_steps(name, model_name,
-                                                                   mc_samples, **loop)
-    return dict(config=name, model=model_name, **time_steps(train_step, eval_step, batches,
-                                                            windows, window_steps, test_batches,
-                                                            warmup=warmup))
+        return taml_steps(name, model_name, mc_samples, **loop)
+    return (*maml_family_steps(name, model_name, mc_samples, **loop), None)
 
 
 def prepare_tensorflow():
@@ -284,8 +288,7 @@ def time_steps(train_step, eval_step, batches, windows, window_steps, test_batch
                 peak_rss_mb=peak_rss_mb())
 
 
-def taml_worker(name, model_name, windows, window_steps, test_batches, mc_samples, warmup=2,
-                task_loop='while', parallel_tasks=1):
+def taml_steps(name, model_name, mc_samples, task_loop='while', parallel_tasks=1):
     """A TAML configuration: the runner's compiled steps (support length free) on imbalanced
     padded metabatches of random images drawn by the ImbalancedSampler."""
     import types
@@ -321,11 +324,10 @@ def taml_worker(name, model_name, windows, window_steps, test_batches, mc_sample
     sampler = ImbalancedSampler(split, c['way'], c['max_shot'], c['query'])
     batches = [sampler.sample(rng, T) for _ in range(4)]
     label = model_name if model_name == 'taml' else f'taml:{model_name}'
-    return dict(config=name, model=label, **time_steps(train_step, eval_step, batches, windows,
-                                                       window_steps, test_batches, warmup=warmup))
+    return label, train_step, eval_step, batches, None
 
 
-def leo_worker(name, model_name, windows, window_steps, test_batches, warmup=2):
+def leo_steps(name):
     """A LEO configuration: the runner's compiled train step (LEO's outer update: clipping,
     NaN guard, TF1 Adam) and its evaluation step, on random embeddings of the real shape."""
     prepare_tensorflow()
@@ -352,13 +354,10 @@ def leo_worker(name, model_name, windows, window_steps, test_batches, warmup=2):
     train = random_batches(c, c['query'], T, unit_norm=True)
     # Evaluation as the runner computes it: --eval_chunk (20) episodes per call.
     test = random_batches(c, c['test_query'], 20, n=2, seed=1, unit_norm=True)
-    return dict(config=name, model='leo', **time_steps(train_step, eval_step, train, windows,
-                                                       window_steps, test_batches, test=test,
-                                                       warmup=warmup))
+    return 'leo', train_step, eval_step, train, test
 
 
-def mtl_worker(name, model_name, windows, window_steps, test_batches, warmup,
-               task_loop='while', parallel_tasks=1):
+def mtl_steps(name, task_loop='while', parallel_tasks=1):
     """An MTL configuration: the runner's compiled meta-train step (T tasks of n_steps
     second-order FC steps, Adam on the scales, shifts and FC, NaN guard) and its meta-test
     step (n_test_steps in a tf.while_loop on the flip-doubled support set), on random
@@ -382,9 +381,7 @@ def mtl_worker(name, model_name, windows, window_steps, test_batches, warmup,
     train = random_batches(c, c['query'], T)
     # Meta-test as the runner computes it: --eval_chunk episodes per call, K queries a class.
     test = random_batches(c, c['test_query'], c['test_chunk'], n=2, seed=1)
-    return dict(config=name, model='mtl', **time_steps(train_step, eval_step, train, windows,
-                                                       window_steps, test_batches, test=test,
-                                                       warmup=warmup))
+    return 'mtl', train_step, eval_step, train, test
 
 
 # ---- the reference (PyTorch, in subprocesses) ---------------------------------------------

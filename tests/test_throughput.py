@@ -324,3 +324,13 @@ def test_a_failed_row_is_reported_and_the_others_run(fake_reference, monkeypatch
     assert 'torch_metadrop.py FAILED: torch_metadrop.py failed: boom' in out
     assert '| omni20_1shot | maml | 1.000 | 2.000 | 0.50 |' in out
     assert 'error: 2 row(s) failed' in err
+
+
+def test_profile_step_takes_every_configuration_with_its_method(capsys):
+    from benchmarks import profile_step
+    for argv in (['--config', 'mtl_tiny', '--model', 'maml'],
+                 ['--config', 'leo_mini5_1shot', '--model', 'metadrop'],
+                 ['--config', 'omni5_1shot_fo', '--model', 'metadrop']):
+        with pytest.raises(SystemExit):
+            profile_step.main(argv)
+        assert 'error:' in capsys.readouterr().err
