@@ -35,7 +35,9 @@ images; crops at embedding time use the same statistics, as a network in inferen
 uses its running statistics for any input), computed layer by layer (layer l's with the
 layers before it already normalised by theirs) and exact (float64 sums over all of them).
 Nothing of val/test enters them, nothing is per class, and an image's embedding does not
-depend on the other images of its batch. Layer norm (MTL's --norm layer_norm) is per image
+depend on the other images of its batch. The forward up to layer l runs once per BN layer, about
+L/2 passes over the meta-train split; `embed_stats_images` N (a config attribute, 0 = all)
+uses the first ceil(N / classes) images of every meta-train class instead. Layer norm (MTL's --norm layer_norm) is per image
 and needs none.
 
 Crops (--embed_crops, comma-separated, each `center` or `multiview`, optionally `:<side>`):
@@ -345,11 +347,13 @@ def population_stats(features, layers, batches, dtype=tf.float32, bar=None):
 
 
 # ---- embedding -----------------------------------------------------------------------------
-def split_batches(split, batch_size):
-    """float32 image batches of every image of `split`, class by class, image by image."""
+def split_batches(split, batch_size, per_class=None):
+    """float32 image batches of every image of `split` (or the first `per_class` of each
+    class), class by class, image by image."""
     pending, n = [], 0
     for c in range(split.n_classes):
-        x = split.images(c, np.arange(int(split.counts[c])))
+        count = int(split.counts[c]) if per_class is None else min(per_class, int(split.counts[c]))
+        x = split.images(c, np.arange(count))
         while len(x):
             take = x[:batch_size - n]
             pending.append(take)
@@ -362,8 +366,21 @@ def split_batches(split, batch_size):
         yield np.concatenate(pending)
 
 
-def n_batches(split, batch_size):
-    return -(-int(np.sum(split.counts)) // batch_size)
+def n_images(split, per_class=None):
+    counts = np.asarray(split.counts)
+    return int(np.sum(counts if per_class is None else np.minimum(counts, per_class)))
+
+
+def n_batches(split, batch_size, per_class=None):
+    return -(-n_images(split, per_class) // batch_size)
+
+
+def stats_per_class(split, stats_images):
+    """How many images of each meta-train class the statistics use: all (stats_images 0),
+    else the first ceil(stats_images / classes) of every class (every class, no sampling)."""
+    if not stats_images:
+        return None
+    return max(1, -(-int(stats_images) // split.n_classes))
 
 
 def embed_split(features, split, stats, crop=None, batch_size=100, bar=None):
@@ -458,10 +475,14 @@ def embed(runner, probe_episodes=PROBE_EPISODES):
         raise RunError(f'cannot create --embed_dir {out}: {e.strerror}') from None
 
     ts = time.perf_counter()
-    with tqdm(total=len(ex.bn_layers) * n_batches(ds.train, batch_size), desc='embed: BN statistics',
-              disable=not progress, leave=False) as bar:
+    # Exact over every meta-train image by default; the forward up to layer l runs once per
+    # BN layer l (about L/2 passes), so deep backbones may cap it (--embed_stats_images).
+    per_class = stats_per_class(ds.train, getattr(cfg, 'embed_stats_images', 0))
+    with tqdm(total=len(ex.bn_layers) * n_batches(ds.train, batch_size, per_class),
+              desc='embed: BN statistics', disable=not progress, leave=False) as bar:
         stats = population_stats(ex.features, ex.bn_layers,
-                                 lambda: split_batches(ds.train, batch_size), ex.dtype, bar)
+                                 lambda: split_batches(ds.train, batch_size, per_class), ex.dtype,
+                                 bar)
     stats_secs = time.perf_counter() - ts
 
     results, files = {}, {}
@@ -496,7 +517,8 @@ def embed(runner, probe_episodes=PROBE_EPISODES):
         image_shape=[int(v) for v in ds.image_shape], checkpoint=ex.checkpoint,
         feature_layer=ex.layer, embedding_dim=int(next(iter(results.values()))['splits']['train']['shape'][1]),
         batch_norm=dict(statistics='population, meta-train split only', layers=len(ex.bn_layers),
-                        images=int(np.sum(ds.train.counts))),
+                        images=n_images(ds.train, per_class),
+                        images_per_class=per_class or 'all'),
         crops=results, files=files, val_is_test=bool(ds.val_is_test),
         settings=dict(embed_dir=out, embed_crops=[f'{c.kind}:{c.side}' for c in crops],
                       embed_batch_size=batch_size, seed=cfg.seed, probe_episodes=probe_episodes,

@@ -177,6 +177,15 @@ def test_crops():
         embed.parse_crops('center', (640,))
 
 
+def test_statistics_may_use_the_first_images_of_every_class(run):
+    train = run.dataset.train   # 8 classes of 8
+    assert embed.stats_per_class(train, 0) is None and embed.n_images(train) == 64
+    assert embed.stats_per_class(train, 20) == 3 and embed.n_images(train, 3) == 24
+    batches = list(embed.split_batches(train, 5, per_class=3))
+    assert [len(b) for b in batches] == [5, 5, 5, 5, 4]
+    np.testing.assert_array_equal(batches[0][3:5], train.images(1, np.arange(2)))
+
+
 def test_bad_input_is_one_error_line(run, tmp_path, capsys):
     run.cfg.embed_dir = str(tmp_path / 'x')
     run.cfg.embed_crops = 'center:29'
