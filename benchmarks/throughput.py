@@ -443,20 +443,26 @@ def reference_args(name, model_name, iters, warmup, threads):
 
 
 def reference(name, model_name, args):
-    """The reference's steps/s (and test episodes/s where torch_eval.py applies) and peak RSS."""
+    """The reference's steps/s (and test episodes/s where torch_eval.py applies) and peak RSS;
+    with several --threads counts each runs and the faster is kept (a reference is never
+    measured slower than it can run: tiny ops can run faster on 1 thread than on 2)."""
     iters = args.ref_iters or REF_ITERS[model_name]
     warmup = REF_WARMUP.get(model_name, 0) if args.ref_warmup is None else args.ref_warmup
-    train, common = reference_args(name, model_name, iters, warmup, args.threads)
-    out, rss = run_python([reference_path(model_name, args), *train])
-    result = dict(script=os.path.basename(reference_path(model_name, args)),
-                  steps_per_s=value_after(out, 'torch steps/s'), peak_rss_mb=rss,
-                  test_episodes_per_s=None, eval_peak_rss_mb=None)
-    if common is not None:
-        out, eval_rss = run_python([TORCH_EVAL, *common, '--episodes',
-                                    str(args.ref_test_episodes)])
-        result.update(test_episodes_per_s=value_after(out, 'torch test episodes/s'),
-                      eval_peak_rss_mb=eval_rss)
-    return result
+    script = reference_path(model_name, args)
+    train_runs, test_runs = [], []
+    for threads in args.threads:
+        train, common = reference_args(name, model_name, iters, warmup, threads)
+        out, rss = run_python([script, *train])
+        train_runs.append((value_after(out, 'torch steps/s'), rss, threads))
+        if common is not None:
+            out, rss = run_python([TORCH_EVAL, *common, '--episodes',
+                                   str(args.ref_test_episodes)])
+            test_runs.append((value_after(out, 'torch test episodes/s'), rss, threads))
+    rate, rss, threads = max(train_runs)
+    test_rate, test_rss, test_threads = max(test_runs) if test_runs else (None, None, None)
+    return dict(script=os.path.basename(script), steps_per_s=rate, peak_rss_mb=rss,
+                threads=threads, test_episodes_per_s=test_rate, eval_peak_rss_mb=test_rss,
+                test_threads=test_threads, threads_tried=list(args.threads))
 
 
 def torch_available():
@@ -594,7 +600,7 @@ def kernels(name, model_name, args, have_reference):
                                   f'{os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1")})', ours)]
     if have_reference:
         warmup = 0 if model_name in REF_WARMUP else 3   # torch_maml.py's 3 fixed warm-up steps
-        train, _ = reference_args(name, model_name, 1, 0, args.threads)
+        train, _ = reference_args(name, model_name, 1, 0, max(args.threads))
         ref_out, _ = run_python([reference_path(model_name, args), *train], env=env)
         parts += ['', kernels_markdown(
             f'reference {os.path.basename(reference_path(model_name, args))} (per step over '
@@ -631,7 +637,9 @@ def environment(results, threads):
     line = (f'Machine: {machine()}; Python {sys.version.split()[0]}, TensorFlow {tf_version} '
             f'with TF_ENABLE_ONEDNN_OPTS={opts} (oneDNN {"on" if opts == "1" else "off"})')
     if any(r.get('reference') for r in results):
-        line += f', PyTorch {package_version("torch")} with {threads} threads'
+        counts = ' or '.join(map(str, threads))
+        line += (f', PyTorch {package_version("torch")} with {counts} threads'
+                 + (' (each reference at its faster count)' if len(threads) > 1 else ''))
     return line + '.'
 
 
@@ -641,6 +649,13 @@ def fmt(x, digits=3):
 
 def ratio(a, b):
     return f'{a / b:.2f}' if a is not None and b else '-'
+
+
+def which(ref, key):
+    """' (N threads)' after a reference figure when several thread counts were tried."""
+    if len(ref.get('threads_tried') or ()) < 2 or ref.get(key) is None:
+        return ''
+    return f' ({ref[key]} thread{"s" if ref[key] > 1 else ""})'
 
 
 def markdown_table(results):
@@ -657,9 +672,10 @@ def markdown_table(results):
             t = dict(steps_per_s=None, test_episodes_per_s=None, peak_rss_mb=None)
         lines.append(
             f'| {o["config"]} | {o["model"]} | {fmt(o["steps_per_s"])} | '
-            f'{fmt(t.get("steps_per_s"))} | {ratio(o["steps_per_s"], t.get("steps_per_s"))} | '
+            f'{fmt(t.get("steps_per_s"))}{which(t, "threads")} | '
+            f'{ratio(o["steps_per_s"], t.get("steps_per_s"))} | '
             f'{fmt(o["first_step_s"], 1)} | {fmt(o["test_episodes_per_s"], 2)} | '
-            f'{fmt(t.get("test_episodes_per_s"), 2)} | '
+            f'{fmt(t.get("test_episodes_per_s"), 2)}{which(t, "test_threads")} | '
             f'{ratio(o["test_episodes_per_s"], t.get("test_episodes_per_s"))} | '
             f'{fmt(o["peak_rss_mb"], 0)} | {fmt(t.get("peak_rss_mb"), 0)} |')
     return '\n'.join(lines)
@@ -675,8 +691,8 @@ def row_line(name, ours, ref):
             f'{fmt(ours["test_episodes_per_s"], 2)} episodes/s, peak RSS '
             f'{fmt(ours["peak_rss_mb"], 0)} MB')
     if ref:
-        line += (f' | {ref["script"]} train {fmt(ref["steps_per_s"])} steps/s '
-                 f'(x{ratio(ours["steps_per_s"], ref["steps_per_s"])})')
+        line += (f' | {ref["script"]} train {fmt(ref["steps_per_s"])} steps/s'
+                 f'{which(ref, "threads")} (x{ratio(ours["steps_per_s"], ref["steps_per_s"])})')
         if ref.get('test_episodes_per_s'):
             line += (f', test {fmt(ref["test_episodes_per_s"], 2)} episodes/s '
                      f'(x{ratio(ours["test_episodes_per_s"], ref["test_episodes_per_s"])})')
@@ -767,8 +783,10 @@ def main(argv=None):
                    help='warm-up steps of torch_leo.py / torch_mtl.py (default 3 / 1; '
                         'torch_maml.py and torch_metadrop.py always take 3)')
     p.add_argument('--ref_test_episodes', type=int, default=20)
-    p.add_argument('--threads', type=int, default=os.cpu_count(),
-                   help='PyTorch threads of the reference (default: all cores, as TensorFlow)')
+    p.add_argument('--threads', default=str(os.cpu_count()),
+                   help='PyTorch threads of the references (default: all cores, as '
+                        'TensorFlow); a comma-separated list (1,2) runs each reference at each '
+                        'count and keeps the faster')
     p.add_argument('--no_reference', action='store_true')
     p.add_argument('--kernels', action='store_true',
                    help='instead of timing: the oneDNN primitives (ONEDNN_VERBOSE=1) of one '
@@ -778,7 +796,13 @@ def main(argv=None):
                                       'the --kernels tables) to this file')
     p.add_argument('--worker', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for k in ('windows', 'window_steps', 'test_batches', 'ref_iters', 'threads',
+    try:
+        args.threads = sorted({int(t) for t in args.threads.split(',') if t.strip()})
+    except ValueError:
+        p.error(f'--threads must be comma-separated integers, got {args.threads!r}')
+    if not args.threads or min(args.threads) < 1:
+        p.error('--threads needs thread counts >= 1')
+    for k in ('windows', 'window_steps', 'test_batches', 'ref_iters',
               'parallel_tasks', 'mc_samples', 'ref_test_episodes'):
         if getattr(args, k) is not None and getattr(args, k) < 1:
             p.error(f'--{k} must be >= 1')

@@ -334,3 +334,27 @@ def test_profile_step_takes_every_configuration_with_its_method(capsys):
         with pytest.raises(SystemExit):
             profile_step.main(argv)
         assert 'error:' in capsys.readouterr().err
+
+
+def test_several_thread_counts_keep_the_faster_reference(fake_worker, monkeypatch, capsys):
+    runs = []
+
+    def run_python(argv, timeout=1800, env=None):
+        threads = flag_values(argv[1:])['threads']
+        runs.append((os.path.basename(argv[0]), threads))
+        if argv[0] == throughput.TORCH_EVAL:
+            return f'torch test episodes/s {1.0 if threads == "1" else 4.0}\n', 10.
+        return f'torch steps/s {3.0 if threads == "1" else 2.0}\n', 10.
+    monkeypatch.setattr(throughput, 'run_python', run_python)
+    monkeypatch.setattr(throughput, 'torch_available', lambda: True)
+    assert throughput.main(['--configs', 'omni5_1shot', '--threads', '2,1']) == 0
+    assert runs == [('torch_maml.py', '1'), ('torch_eval.py', '1'), ('torch_maml.py', '2'),
+                    ('torch_eval.py', '2')]
+    out = capsys.readouterr().out
+    assert '| omni5_1shot | maml | 1.000 | 3.000 (1 thread) | 0.33 |' in out
+    assert '| 4.00 (2 threads) | 0.25 |' in out
+    assert 'PyTorch' in out and 'with 1 or 2 threads (each reference at its faster count)' in out
+    for bad in ('0', 'two', ''):
+        with pytest.raises(SystemExit):
+            throughput.main(['--configs', 'omni5_1shot', '--threads', bad])
+    assert 'error:' in capsys.readouterr().err
