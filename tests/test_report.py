@@ -128,13 +128,17 @@ def test_a_meta_test_of_several_checkpoints_gives_a_row_each(tmp_path, capsys):
                dict(checkpoint='b/model-100', accuracy=92., ci95=1.1, n_episodes=600)]
     (run / 'meta_test.json').write_text(json.dumps(dict(
         accuracy=90., ci95=1., n_episodes=600, way=5, shot=1, checkpoint='model-100',
-        test_dataset='folder', checkpoints=entries,
+        test_dataset='folder', model='maml', checkpoints=entries,
         paired=[dict(checkpoint='b/model-100', reference='a/model-100', difference=2.,
                      ci95=0.5)])))
     rows = report.rows_of([str(run)])
     assert [(r['result'], r['accuracy']) for r in rows] == [
         ('meta_test a/model-100', 90.), ('meta_test b/model-100', 92.)]
     assert all(r['dataset'] == 'folder' for r in rows), 'the dataset tested on'
+    # a meta_test of --checkpoints into a new folder writes no config.json: still a run
+    (run / 'config.json').unlink()
+    assert report.find_runs([str(tmp_path)]) == [str(run)]
+    assert [r['method'] for r in report.rows_of([str(run)])] == ['maml', 'maml']
     # --paired needs the per-episode files meta_test writes
     assert report.main(['--paired', str(run), str(run)]) == 1
     err = capsys.readouterr().err

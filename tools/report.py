@@ -59,13 +59,15 @@ class ReportError(Exception):
 
 
 def find_runs(folders):
-    """Every folder at or below the given ones that holds a config.json, sorted."""
+    """Every folder at or below the given ones that holds a config.json, or a meta_test*.json
+    (a meta_test of --checkpoints writes no config.json), sorted."""
     runs = set()
     for folder in folders:
         if not os.path.isdir(folder):
             raise ReportError(f'{folder} is not a folder')
-        for config in glob.glob(os.path.join(folder, '**', 'config.json'), recursive=True):
-            runs.add(os.path.dirname(config))
+        for name in ('config.json', 'meta_test*.json'):
+            for path in glob.glob(os.path.join(folder, '**', name), recursive=True):
+                runs.add(os.path.dirname(path))
     return sorted(runs)
 
 
@@ -122,7 +124,8 @@ def rows_of(runs):
     """One row per (run, result), with the keys that decide which rows group together."""
     rows = []
     for run in runs:
-        config = load_json(os.path.join(run, 'config.json'))
+        path = os.path.join(run, 'config.json')
+        config = load_json(path) if os.path.exists(path) else {}
         settings = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
         for name, record in results_of(run):
             if 'accuracy' not in record:
