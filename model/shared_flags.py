@@ -328,6 +328,9 @@ def validate(cfg):
     if not 0 <= cfg.n_cpu_devices <= MAX_CPU_DEVICES:
         errors.append(f'--n_cpu_devices must be in 0..{MAX_CPU_DEVICES} (logical devices for '
                       f'--distribute mirrored on a CPU), got {cfg.n_cpu_devices}')
+    if cfg.checkpoints.strip() and cfg.mode != 'meta_test':
+        errors.append(f'--checkpoints scores several checkpoints in --mode meta_test; it does '
+                      f'not apply to --mode {cfg.mode}')
     return errors + validate_adversarial(cfg)
 
 

@@ -62,6 +62,7 @@ ABOVE_RANGE = {'channels': ['2', '4'], 'bn_momentum': ['1.5'], 'dropout_rate': [
 STRING_PROBES = {
     'mode': ['', 'nosuch', 'train'], 'model': ['', 'reptile'], 'dataset': ['', 'cifar10'],
     'backbone': ['', 'resnet50'], 'savedir': [''],
+    'embed_crops': ['', 'nosuch', 'center,center', 'center:0', 'center:abc'],
     'frozen': ['nosuchlayer', 'conv1,nosuchlayer', ','],
     'lr_milestones': ['x', '5,3', '0', '1.5'],
     'normalization': ['nosuch', '0.5/0', '1,2/1', '0.5/-1', 'nan/1'],
@@ -70,6 +71,9 @@ STRING_PROBES = {
     'id_dataset': ['nosuch'], 'ood_dataset': ['nosuch'],
 }
 NOT_PROBED = {   # free-form strings whose bad values only the data can reveal
+    'checkpoints': 'checkpoint paths, read and checked by meta_test before it scores '
+                   '(test_paired_eval)',
+    'embed_dir': 'a folder embed writes (test_embed)',
     'data_root': 'read by the dataset readers: a missing folder is their error (test_cli)',
     'folder_dir': 'read by the folder reader (test_data_folder)',
     'data_path': "read by LEO's reader (test_data_leo)",
