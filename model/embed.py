@@ -82,13 +82,12 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from data import leo as leo_data
-from model import nets
+from model import crops, nets
+from model.crops import CROPS, Crop, default_side  # noqa: F401  (part of embed's API)
 from model.runner import RunError, fsync_path
 
 SPLITS = ('train', 'val', 'test')
-CROPS = ('center', 'multiview')
 PICKLE_PROTOCOL = 2          # deepmind/leo's files were written by Python 2
-LEO_MARGIN = (4, 84)         # LEO's 80x80 crops of 84x84 images
 EMBED_DIR = 'embeddings'     # under the savedir, by default
 EMBED_JSON = 'embed.json'
 PROBE_EPISODES = 1000
@@ -171,55 +170,13 @@ def write_embeddings(folder, split, embeddings, keys):
     return pkl, npz
 
 
-# ---- crops ---------------------------------------------------------------------------------
-class Crop(NamedTuple):
-    kind: str     # 'center' or 'multiview'
-    side: int     # crop side in pixels
-
-    @property
-    def name(self):
-        return self.kind
-
-
-def default_side(side):
-    """LEO's 4-pixel margin of 84, scaled: 84 -> 80, 28 -> 27, 32 -> 30."""
-    margin, of = LEO_MARGIN
-    return side - max(1, int(round(margin * side / of)))
-
-
+# ---- crops (model/crops.py) ---------------------------------------------------------------
 def parse_crops(spec, image_shape):
-    """--embed_crops -> [Crop]; RunError for an unknown kind, a repeated one, a side that
-    is not a positive integer or does not fit the image, or multiview without room."""
-    if len(image_shape) != 3:
-        raise RunError(f'--mode embed needs images; this dataset holds inputs of shape '
-                       f'{tuple(image_shape)}')
-    limit = min(int(image_shape[0]), int(image_shape[1]))
-    crops = []
-    for item in [s.strip() for s in (spec or '').split(',') if s.strip()]:
-        kind, _, side = item.partition(':')
-        if kind not in CROPS:
-            raise RunError(f'--embed_crops: unknown crop {kind!r}; use {" or ".join(CROPS)}, '
-                           'optionally with :<side> (e.g. center:80)')
-        if any(c.kind == kind for c in crops):
-            raise RunError(f'--embed_crops names {kind} twice')
-        if side:
-            if not side.isdigit() or int(side) < 1:
-                raise RunError(f'--embed_crops {item}: the crop side must be a positive '
-                               'integer number of pixels')
-            side = int(side)
-        else:
-            side = default_side(limit)
-        if side > limit:
-            raise RunError(f'--embed_crops {item}: a {side}x{side} crop is larger than the '
-                           f'{image_shape[0]}x{image_shape[1]} images')
-        if kind == 'multiview' and side >= limit:
-            raise RunError(f'--embed_crops {item}: multiview needs crops smaller than the '
-                           f'{image_shape[0]}x{image_shape[1]} images (its five crops would '
-                           'all be the whole image)')
-        crops.append(Crop(kind, max(side, 1)))
-    if not crops:
-        raise RunError(f'--embed_crops is empty; give {" and/or ".join(CROPS)}')
-    return crops
+    """--embed_crops for images of image_shape -> [Crop]; RunError naming what is wrong."""
+    try:
+        return crops.parse_crops(spec, image_shape)
+    except ValueError as e:
+        raise RunError(str(e)) from None
 
 
 def crop_offsets(kind, height, width, side):
@@ -264,10 +221,9 @@ def extractor(runner):
     """The penultimate-feature function of the runner's trained model (see the module
     docstring), with its checkpoint restored."""
     cfg, model = runner.cfg, runner.model
-    if cfg.model == 'leo':
-        raise RunError('--mode embed needs an image backbone; --model leo works on '
-                       'embeddings (it is what reads them: --dataset leo_custom)')
-    if cfg.model == 'mtl':
+    if not hasattr(model, 'net') and not hasattr(runner, 'load_pretrained'):
+        raise RunError(f'--mode embed needs an image backbone; --model {cfg.model} has none')
+    if hasattr(runner, 'load_pretrained'):   # MTL: its meta-trained model or its snapshot
         path, notes = runner.restore()
         for note in notes:
             runner.log(f'warning: {note}')
@@ -514,6 +470,8 @@ def embed(runner, probe_episodes=PROBE_EPISODES):
                            f'{100 * probe["ci95"]:.2f} %')
     record = dict(
         model=cfg.model, dataset=cfg.dataset, dataset_description=ds.description,
+        trained_dataset=getattr(runner, 'trained_dataset', None) or cfg.dataset,
+        test_dataset=cfg.dataset,
         image_shape=[int(v) for v in ds.image_shape], checkpoint=ex.checkpoint,
         feature_layer=ex.layer, embedding_dim=int(next(iter(results.values()))['splits']['train']['shape'][1]),
         batch_norm=dict(statistics='population, meta-train split only', layers=len(ex.bn_layers),

@@ -236,13 +236,16 @@ flags.DEFINE_integer('n_adv_episodes', 100, 'adv_test: meta-test episodes attack
                      'first ones meta_test runs, same seed and metabatch).')
 
 # --- --mode embed: LEO's embedding files from a trained backbone (model/embed.py) ---
-EMBED_FLAGS = ('embed_dir', 'embed_crops', 'embed_batch_size')
+EMBED_FLAGS = ('embed_dir', 'embed_crops', 'embed_batch_size', 'embed_stats_images')
 flags.DEFINE_string('embed_dir', '', 'embed: the folder the embeddings are written to (LEO\'s '
                     'layout, read by --model leo --dataset leo_custom --data_path DIR); '
                     'default <savedir>/embeddings.')
 flags.DEFINE_string('embed_crops', 'center', 'embed: comma-separated crops to write, from '
                     'center and multiview (LEO\'s; multiview where the image size allows).')
 flags.DEFINE_integer('embed_batch_size', 100, 'embed: images per forward pass (memory only).')
+flags.DEFINE_integer('embed_stats_images', 0, 'embed: batch-norm population statistics from the '
+                     'first ceil(N / classes) images of every meta-train class (exact statistics '
+                     'cost about one pass per two BN layers; 0 = all images).')
 
 # --- Shared by some methods (each method's declaration says which) ---
 PARTLY_SHARED_FLAGS = ('alpha_init', 'eval_chunk')
@@ -328,6 +331,14 @@ def validate(cfg):
     if not 0 <= cfg.n_cpu_devices <= MAX_CPU_DEVICES:
         errors.append(f'--n_cpu_devices must be in 0..{MAX_CPU_DEVICES} (logical devices for '
                       f'--distribute mirrored on a CPU), got {cfg.n_cpu_devices}')
+    if cfg.embed_stats_images < 0:
+        errors.append(f'--embed_stats_images must be >= 0 (0: all images), got '
+                      f'{cfg.embed_stats_images}')
+    try:
+        from model.crops import parse_crops
+        parse_crops(cfg.embed_crops)
+    except ValueError as e:
+        errors.append(str(e))
     if cfg.checkpoints.strip() and cfg.mode != 'meta_test':
         errors.append(f'--checkpoints scores several checkpoints in --mode meta_test; it does '
                       f'not apply to --mode {cfg.mode}')

@@ -29,7 +29,7 @@ HP1="--outer_lr=2.739071e-4 --l2_penalty_weight=3.623413e-10 --orthogonality_pen
 LEO="--model leo --dataset leo_custom --data_path $OUT/embeddings --total_examples_per_class 20 --nouse_64bits_dtype $HP1 --num_tr_examples_per_class 1 --checkpoint_path $OUT/leo_5way_1shot"
 MAML="--model maml $DATA --way 5 --shot 1 --query 15 --n_steps 5 --n_test_steps 10 --inner_lr 0.1 --meta_lr 1e-3 --val_freq 100000 --n_val_batches 5 --save_freq 100 --metabatch 8 --n_train_iters 100000 --n_test_iters 600 --savedir $OUT/maml_5way_1shot"
 python main.py --mode pretrain --savedir $OUT/mtl --pretrain_iterations 100000 --pre_save_step 100 --pre_print_step 10 --time_budget $PRETRAIN_BUDGET $MTL "$@"
-python main.py --mode embed --savedir $OUT/mtl --pre_iter -1 --embed_dir $OUT/embeddings --embed_crops center:28 $MTL "$@"
+python main.py --mode embed --savedir $OUT/mtl --pre_iter -1 --embed_dir $OUT/embeddings --embed_crops center:28 --embed_stats_images 2000 $MTL "$@"
 python main.py $LEO --num_steps_limit 100000 --checkpoint_steps 100 --time_budget $LEO_BUDGET "$@"
 python main.py $LEO --evaluation_mode "$@"
 [ "${MAML:-1}" = 0 ] && exit 0

@@ -33,8 +33,8 @@ SMALL = ['--dataset', 'synthetic', '--way', '5', '--shot', '1', '--query', '5',
 MAML_FAMILY = ('maml', 'fomaml', 'metasgd', 'metadrop', 'anil')
 MODES_OF = {**{m: ('meta_train', 'meta_test', 'export', 'adv_test', 'embed')
                for m in MAML_FAMILY},
-            'taml': ('meta_train', 'meta_test'), 'leo': ('meta_train', 'meta_test'),
-            'mtl': ('pretrain', 'meta_train', 'meta_test')}
+            'taml': ('meta_train', 'meta_test', 'embed'), 'leo': ('meta_train', 'meta_test'),
+            'mtl': ('pretrain', 'meta_train', 'meta_test', 'embed')}
 BASES = [(method, mode) for method, modes in MODES_OF.items() for mode in modes]
 
 
@@ -47,7 +47,7 @@ def base_argv(method, mode):
 # Integer flags for which 0 is valid (every other integer flag must be >= 1).
 ZERO_OK = {'gpu_id', 'n_train_iters', 'n_test_steps', 'seed', 'data_seed', 'n_cpu_devices',
            'n_mc_samples', 'finetuning_unroll_length', 'pre_iter', 'metatest_epite_sample_num',
-           'test_iter', 'augment_pad'}
+           'test_iter', 'augment_pad', 'embed_stats_images'}
 # Number flags whose negative values are valid.
 NEGATIVE_OK = {'gpu_id',                          # < 0: CPU only
                'inner_lr_init', 'finetuning_lr_init',   # LEO's learned step sizes, any sign

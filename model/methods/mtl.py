@@ -8,9 +8,11 @@ from model import shared_flags as shared
 from model.methods import Method, register
 
 OWN_FLAGS = ('backbone_arch', 'img_size', 'activation', 'norm', 'pretrain_class_num', 'pretrain_batch_size', 'pretrain_iterations', 'pre_lr', 'pre_lr_dropstep', 'min_pre_lr', 'pre_lr_stop', 'pretrain_dropout_keep', 'pre_save_step', 'pre_print_step', 'pre_iter', 'pretrain_dir', 'lr_drop_step', 'lr_drop_rate', 'min_meta_lr', 'meta_intrain_val_sample', 'metatest_epite_sample_num', 'base_augmentation', 'test_iter', 'hard_task')
-flags.DEFINE_enum('backbone_arch', 'resnet12', ['resnet12', 'resnet18'], '--model mtl: the '
-                  "original's ResNet-12 (64-128-256-512, 84 -> 5x5 -> 512-d) or ResNet-18 "
-                  '(input resized to 224 in the graph).')
+flags.DEFINE_enum('backbone_arch', 'resnet12', ['resnet12', 'resnet18', 'wrn28_10'],
+                  "--model mtl: the original's ResNet-12 (64-128-256-512, 84 -> 5x5 -> 512-d) "
+                  'or ResNet-18 (input resized to 224 in the graph); wrn28_10: WRN-28-10, '
+                  "LEO's feature extractor (36.5M parameters, 640-d), for --mode pretrain and "
+                  'embed only (scaling and shifting are defined on the original ResNets).')
 flags.DEFINE_integer('img_size', 84, '--model mtl: side of the backbone input; images of '
                      'another size are resized bilinearly in the graph and grey ones '
                      'replicated to three channels (the original: 84, fixed).')
@@ -105,6 +107,10 @@ def validate(cfg):
     if cfg.backbone_arch == 'resnet12' and 1 <= cfg.img_size < 16:
         errors.append(f'--img_size {cfg.img_size} is too small for ResNet-12\'s four 2x2 '
                       'VALID max-pools: use at least 16 (the original: 84)')
+    if cfg.backbone_arch == 'wrn28_10' and cfg.mode in ('meta_train', 'meta_test'):
+        errors.append(f'--backbone_arch wrn28_10 is for --mode pretrain and embed (LEO\'s '
+                      f'feature extractor); MTL\'s scaling and shifting in --mode {cfg.mode} are '
+                      'defined on the original ResNets: use resnet12 or resnet18')
     if cfg.n_test_steps is not None and cfg.n_test_steps < 1:
         errors.append(f'--n_test_steps must be >= 1 for --model mtl (the accuracy is read '
                       f'after each inner step), got {cfg.n_test_steps}')
@@ -137,11 +143,12 @@ def written_folder(cfg):
 
 register(Method(
     'mtl', 'Meta-Transfer Learning (Sun et al. 2019): pre-trained ResNet, meta-learned '
-    'scaling and shifting', ('pretrain', 'meta_train', 'meta_test'), build, runner,
+    'scaling and shifting', ('pretrain', 'meta_train', 'meta_test', 'embed'), build, runner,
     flags=OWN_FLAGS,
     # Its backbone (--backbone_arch), inner loop, Adam, schedule and guard are the
     # original's; it runs on one device and does not clip its meta-gradient.
-    shared=shared.RUN_FLAGS + shared.IMAGE_DATA_FLAGS + shared.INNER_FLAGS + ('eval_chunk',),
+    shared=(shared.RUN_FLAGS + shared.IMAGE_DATA_FLAGS + shared.INNER_FLAGS + ('eval_chunk',) +
+            shared.EMBED_FLAGS),
     defaults=DEFAULTS, fixed=dict(clip_value=0.), validate=validate,
     written_folder=written_folder))
 FLAGS = flags.FLAGS

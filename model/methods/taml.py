@@ -98,9 +98,10 @@ def runner(cfg):
 
 register(Method(
     'taml', 'Bayesian TAML (Lee et al. 2020, l2b): balancing variables alpha, omega, gamma, '
-    'z over imbalanced tasks', ('meta_train', 'meta_test'), build, runner, flags=OWN_FLAGS,
+    'z over imbalanced tasks', ('meta_train', 'meta_test', 'embed'), build, runner,
+    flags=OWN_FLAGS,
     shared=(shared.RUN_FLAGS + shared.IMAGE_DATA_FLAGS + shared.INNER_FLAGS +
             shared.OUTER_FLAGS + shared.TASK_LOOP_FLAGS + shared.DEVICE_FLAGS +
-            ('n_channel', 'normalization', 'alpha_init')),
+            ('n_channel', 'normalization', 'alpha_init') + shared.EMBED_FLAGS),
     defaults=DEFAULTS, configure=configure, validate=validate))
 FLAGS = flags.FLAGS
