@@ -18,21 +18,34 @@ noise:
 - sizes: 5-way 2-shot 3-query, 28x28x1 inputs, 8 conv channels (the original fixes 64 for
   Omniglot in MetaDropout.__init__; its attribute is set to 8 before its graph is built, the
   code is its own), inner lr 0.1, 3 MC samples at test.
-- dtype: float32 (the original's placeholders and variables are float32).
+- dtype: float64 wherever a gradient is taken (the inner loop, the meta-gradient, Adam,
+  export). The original then runs under `Float64TF` (test_l2b.py), a namespace whose float32
+  is float64: its placeholders, variables and map_fn dtypes, every operation of its code as
+  written; ours is the model main.py builds, built by the same code in float64
+  (`Float64Runner`: same variables, names and shapes as the float32 one, checked). In
+  float32 both differ by round-off only, but round-off that differs between the two graphs
+  (other kernels, other summation order: oneDNN on or off changes it) decides a ReLU input
+  or a max-pool window that is a near-tie, and the gradient moves to another unit
+  (docs/fidelity.md, issue 19): with TF_ENABLE_ONEDNN_OPTS=0 the float32 weights after 5
+  inner steps differed by 1e-3 relative and Adam's updates by 7%, which no tolerance could
+  tell from a bug. The forward at the original's own precision (float32, both batch norms on
+  their default fused kernels) and the meta-test pipeline (our eval step is float32) stay
+  float32.
 
-Compared: the noisy and the noise-free forward, the weights before every inner step and after
-the last, every MC forward of the inner loss and its mean, the query logits, loss and
-accuracy (one task, its own noise at every step, 5 inner steps); the meta-gradient of theta,
-phi and the batch-norm shifts over 2 tasks (second order, 2 inner steps, plain batch-norm
-arithmetic: see test_meta_gradient_and_adam) and two clipped Adam updates (main.py's
-meta_train op vs our compiled train step); the meta-test pipeline (its tnet, map_fn over
-tasks, vs our eval step); export's arrays for one episode (model.export vs model/export.py
-trajectory); the class-reuse sampler (data.py generate_episode vs our Runner's sampler with
---reuse_task_classes) under the same numpy RandomState.
+Compared: the noisy and the noise-free forward (float32 and float64), the weights before
+every inner step and after the last, every MC forward of the inner loss and its mean, the
+query logits, loss and accuracy (one task, its own noise at every step, 5 inner steps); the
+meta-gradient of theta, phi and the batch-norm shifts over 2 tasks (second order, 2 inner
+steps; batch norm by its plain arithmetic, the only one in float64) and two clipped Adam
+updates (main.py's meta_train op vs our compiled train step); the meta-test pipeline (its
+tnet, map_fn over tasks, vs our eval step); export's arrays for one episode (model.export vs
+model/export.py trajectory); the class-reuse sampler (data.py generate_episode vs our
+Runner's sampler with --reuse_task_classes) under the same numpy RandomState.
 """
 import functools
 import re
 import types
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -40,12 +53,12 @@ import tensorflow as tf
 
 import main
 from data import episodes as episodes_lib
+from model import backbones, steps
 from model import export as export_lib
-from model import nets
-from model import steps
 from model.runner import Runner
 from tests.golden import tf1_standins
 from tests.golden.originals import load_original, original_dir
+from tests.golden.test_l2b import Float64TF
 
 v1 = tf.compat.v1
 
@@ -63,13 +76,17 @@ MODES = {  # name -> (our flags, the original's --maml)
     'maml': (['--model', 'maml'], True),
 }
 
+# Tolerances relative to the largest entry compared: float32 round-off; float64 round-off
+# through 5 second-order inner steps (measured below 1e-12: printed at the end with -s).
+RTOL32, RTOL64 = 2e-5, 1e-10
+
 MEASURED = {}   # comparison -> (largest absolute, largest relative difference), for the report
 
 
-def close(name, ours, theirs, rtol=2e-5, scale=None):
-    """Asserts |ours - theirs| <= rtol (|theirs| + scale) elementwise (float32), where scale
-    is the largest |theirs| unless given; records the largest absolute difference and the
-    largest relative to that scale."""
+def close(name, ours, theirs, rtol=RTOL32, scale=None):
+    """Asserts |ours - theirs| <= rtol (|theirs| + scale) elementwise, where scale is the
+    largest |theirs| unless given; records the largest absolute difference and the largest
+    relative to that scale."""
     ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
     assert ours.shape == theirs.shape, (name, ours.shape, theirs.shape)
     scale = max(float(np.abs(theirs).max()) if scale is None else scale, 1e-30)
@@ -95,6 +112,21 @@ def original():
     return load_original(original_dir('metadrop'), ['layers', 'model', 'data'])
 
 
+class MetadropFloat64TF(Float64TF):
+    """Float64TF, and tf.losses.softmax_cross_entropy (layers.py cross_entropy) computed in
+    float64: TF's takes the mean over examples in float32 whatever the input's dtype (see the
+    stand-in), which would put float32 rounding into the float64 inner loop."""
+    losses = types.SimpleNamespace(
+        softmax_cross_entropy=tf1_standins.softmax_cross_entropy_in_input_dtype)
+
+
+@pytest.fixture(scope='module')
+def original64():
+    """The original's files once more, their tf.float32 (and float32 defaults) float64."""
+    return load_original(original_dir('metadrop'), ['layers', 'model', 'data'],
+                         substitutes={'tensorflow': MetadropFloat64TF()})
+
+
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
     """Omniglot in metadrop's npy layout ([n_classes, 20, 784] float32), small."""
@@ -109,21 +141,49 @@ def data_root(tmp_path_factory):
 
 def config(data_root, savedir, mode, *extra):
     flags, _ = MODES[mode]
+    # --n_test_mc_samp is Meta-Dropout's own flag (--model maml refuses it; it has no noise
+    # to average, and the original's --maml averages identical losses).
+    mc = ['--n_test_mc_samp', str(N_TEST_MC)] if 'metadrop' in flags else []
     return main.parse_config([
         *flags, '--mode', 'meta_train', '--dataset', 'omniglot', '--data_root', str(data_root),
         '--savedir', str(savedir), '--way', str(WAY), '--shot', str(SHOT), '--query', str(QUERY),
         '--metabatch', str(TASKS), '--n_channel', str(N_CHANNEL), '--inner_lr', str(INNER_LR),
-        '--n_test_mc_samp', str(N_TEST_MC), '--meta_lr', str(META_LR), '--noprogress', *extra])
+        *mc, '--meta_lr', str(META_LR), '--noprogress', *extra])
 
 
-def ours(data_root, tmp_path, mode, *extra):
-    """Our Runner as main.py builds it, every variable set to random values (biases and
-    shifts too, so that none of them can hide behind a zero)."""
-    runner = Runner(config(data_root, tmp_path / mode, mode, *extra), log=lambda *a: None)
+class Float64Runner(Runner):
+    """The Runner main.py builds, with its model built by the same code (the method's build,
+    every flag) over a float64 backbone, and its train step compiled for float64 episodes."""
+
+    def build_model(self):
+        reference = super().build_model()
+        with mock.patch.object(backbones, 'backbone_of',
+                               functools.partial(backbones.backbone_of, dtype=tf.float64)):
+            model = super().build_model()
+        def signature(m):
+            return [(v.name, v.shape) for v in m.variables]
+        assert signature(model) == signature(reference)
+        assert [v.name for v in model.outer_variables] == \
+            [v.name for v in reference.outer_variables]
+        assert all(v.dtype == tf.float64 for v in model.variables)
+        return model
+
+    def compile_train_step(self, spec):
+        return super().compile_train_step(
+            [tf.TensorSpec(s.shape, tf.float64 if s.dtype == tf.float32 else s.dtype)
+             for s in spec])
+
+
+def ours(data_root, tmp_path, mode, *extra, dtype=tf.float32):
+    """Our Runner as main.py builds it (float64: Float64Runner), every variable set to random
+    values (biases and shifts too, so that none of them can hide behind a zero); the same
+    float32 values in either dtype."""
+    runner = (Runner if dtype == tf.float32 else Float64Runner)(
+        config(data_root, tmp_path / mode, mode, *extra), log=lambda *a: None)
     model = runner.model
     rng = np.random.default_rng(3)
     for v in variables_by_original_name(model).values():
-        v.assign(rng.normal(0., 0.3, v.shape).astype(np.float32))
+        v.assign(rng.normal(0., 0.3, v.shape).astype(np.float32).astype(v.dtype.as_numpy_dtype))
     return runner
 
 
@@ -201,20 +261,22 @@ def inject(monkeypatch, original, draws):
     monkeypatch.setattr(original.layers, 'normal', Normal)
 
 
-def random_episode(seed, n_tasks=TASKS):
+def random_episode(seed, n_tasks=TASKS, dtype=np.float32):
+    """Images drawn in float32 (the datasets' dtype), given as `dtype`."""
     rng = np.random.default_rng(seed)
-    xs = rng.random((n_tasks, WAY * SHOT, 28, 28, 1), dtype=np.float32)
-    xq = rng.random((n_tasks, WAY * QUERY, 28, 28, 1), dtype=np.float32)
+    xs = rng.random((n_tasks, WAY * SHOT, 28, 28, 1), dtype=np.float32).astype(dtype)
+    xq = rng.random((n_tasks, WAY * QUERY, 28, 28, 1), dtype=np.float32).astype(dtype)
     ys = np.tile(np.repeat(np.arange(WAY, dtype=np.int32), SHOT), (n_tasks, 1))
     yq = np.tile(np.repeat(np.arange(WAY, dtype=np.int32), QUERY), (n_tasks, 1))
     return episodes_lib.Episode(xs, ys, xq, yq)
 
 
 def flat_onehot(ep):
-    """The episode as the original's placeholders take it: flat images, one-hot labels."""
+    """The episode as the original's placeholders take it: flat images, one-hot labels (in
+    the images' dtype)."""
     n = ep.xs.shape[0]
-    return (ep.xs.reshape(n, -1, 784), np.eye(WAY, dtype=np.float32)[ep.ys],
-            ep.xq.reshape(n, -1, 784), np.eye(WAY, dtype=np.float32)[ep.yq])
+    onehot = np.eye(WAY, dtype=ep.xs.dtype)
+    return (ep.xs.reshape(n, -1, 784), onehot[ep.ys], ep.xq.reshape(n, -1, 784), onehot[ep.yq])
 
 
 # ---- one task, step by step -------------------------------------------------------------------
@@ -269,32 +331,70 @@ def record_ours(model):
     return seen
 
 
+def their_first_forwards(theirs, x):
+    """The original's forward at its initial weights, with noise, then without."""
+    theta, phi = theirs.get_theta(), theirs.get_phi()
+    return [theirs.forward(tf.constant(x), theta, phi, sample=s) for s in (True, False)]
+
+
+def our_first_forwards(model, x):
+    """Ours in the same order (a model without noise: its one forward, twice)."""
+    params = model.net.initial_params()
+    if getattr(model, 'maml', True):
+        return np.stack([model.predict(params, tf.constant(x))] * 2)
+    return np.stack([model.forward(params, tf.constant(x), sample=s) for s in (True, False)])
+
+
+def noise_both(monkeypatch, original, model, period=None):
+    """The same draws for both sides; returns (theirs, ours) to count the calls."""
+    theirs_draws, ours_draws = Draws(period), Draws(period)
+    inject(monkeypatch, original, theirs_draws)
+    if hasattr(model, 'noise'):
+        model.noise = ours_draws
+    return theirs_draws, ours_draws
+
+
+@pytest.mark.parametrize('mode', list(MODES))
+def test_forward_float32(original, data_root, tmp_path, monkeypatch, mode):
+    """At the original's own precision, float32, its batch norm on contrib's default fused
+    kernel and ours on our default fused path: the forward with and without noise. No
+    gradient is taken, so no ReLU or max-pool near-tie can move it (the inner loop and
+    everything after it is compared in float64)."""
+    runner = ours(data_root, tmp_path, mode)
+    x = random_episode(11, n_tasks=1).xs[0]
+    noise_both(monkeypatch, original, runner.model)
+    values = our_values(runner)
+    with tf.Graph().as_default():
+        forwards = their_first_forwards(original_model(original, mode), x.reshape(-1, 784))
+        with tf1_session() as session:
+            load_values(session, values, mode)
+            forwards = session.run(forwards)
+    close('forward, float32 (noisy, then noise-free)', our_first_forwards(runner.model, x),
+          np.stack(forwards))
+
+
 @pytest.mark.parametrize('mode,training', [
     ('metadrop', True), ('metadrop', False), ('metadrop_maml', True), ('maml', True)],
     ids=['metadrop-meta_train', 'metadrop-meta_test', 'metadrop_maml-meta_train',
          'maml-meta_train'])
-def test_inner_loop_step_by_step(original, data_root, tmp_path, monkeypatch, mode, training):
-    """One task, its own noise at every step (meta_test: 3 MC samples per inner loss): the
-    forward with and without noise at the initial weights, the weights before every inner
-    step and after the last, every noisy forward of the MC inner loss, the inner loss, the
-    query forward (noise-free, still scaled by softplus(alpha) in Meta-Dropout), the query
-    loss and accuracy."""
-    runner = ours(data_root, tmp_path, mode)
+def test_inner_loop_step_by_step(original64, data_root, tmp_path, monkeypatch, mode, training):
+    """One task, its own noise at every step (meta_test: 3 MC samples per inner loss), in
+    float64: the forward with and without noise at the initial weights, the weights before
+    every inner step and after the last, every noisy forward of the MC inner loss, the inner
+    loss, the query forward (noise-free, still scaled by softplus(alpha) in Meta-Dropout), the
+    query loss and accuracy."""
+    original = original64
+    runner = ours(data_root, tmp_path, mode, dtype=tf.float64)
     model = runner.model
-    ep = random_episode(11, n_tasks=1)
-    theirs_draws, ours_draws = Draws(), Draws()
-    inject(monkeypatch, original, theirs_draws)
-    if hasattr(model, 'noise'):
-        model.noise = ours_draws
+    ep = random_episode(11, n_tasks=1, dtype=np.float64)
+    theirs_draws, ours_draws = noise_both(monkeypatch, original, model)
     stochastic = mode == 'metadrop'
     mc = 1 if training else N_TEST_MC
     xtr, ytr, xte, yte = (a[0] for a in flat_onehot(ep))
     values = our_values(runner)
     with tf.Graph().as_default():
         theirs = original_model(original, mode)
-        theta, phi = theirs.get_theta(), theirs.get_phi()
-        first_forwards = [theirs.forward(tf.constant(xtr), theta, phi, sample=s)
-                          for s in (True, False)]
+        first_forwards = their_first_forwards(theirs, xtr)
         seen = record_original(monkeypatch, original.model, theirs)
         result = theirs.get_loss_single(tuple(map(tf.constant, (xtr, ytr, xte, yte))), training,
                                         reuse=True)
@@ -306,12 +406,8 @@ def test_inner_loop_step_by_step(original, data_root, tmp_path, monkeypatch, mod
         samples = [f[1] for f in seen['forward']]
 
     # Ours, in the same order: the initial forwards, then the task.
-    params = model.net.initial_params()
-    if stochastic:
-        ours_first = [model.forward(params, tf.constant(ep.xs[0]), sample=s) for s in (True, False)]
-    else:
-        ours_first = [model.predict(params, tf.constant(ep.xs[0]))] * 2
-    close('forward (noisy, then noise-free)', np.stack(ours_first), np.stack(first_forwards))
+    close('forward (noisy, then noise-free)', our_first_forwards(model, ep.xs[0]),
+          np.stack(first_forwards), rtol=RTOL64)
     seen = record_ours(model)
     loss, accuracy = model.task_loss(*(tf.constant(a[0]) for a in ep), training=training)
     # The original's forwards: n_steps x mc noisy ones (--maml: noise-free), then the query.
@@ -324,17 +420,21 @@ def test_inner_loop_step_by_step(original, data_root, tmp_path, monkeypatch, mod
     for s in range(N_STEPS):
         their_theta, _ = forwards[s * mc]
         for k, value in seen['params'][s].items():
-            close(f'theta before each inner step ({k})', value.numpy(), their_theta[k])
+            close(f'theta before each inner step ({k})', value.numpy(), their_theta[k],
+                  rtol=RTOL64)
         for j in range(ours_mc):
             close('support logits of each (MC) forward',
-                  seen['support_logits'][s * ours_mc + j].numpy(), forwards[s * mc + j][1])
-        close('MC inner loss', adapted.losses[s].numpy(), inner_losses[s])
+                  seen['support_logits'][s * ours_mc + j].numpy(), forwards[s * mc + j][1],
+                  rtol=RTOL64)
+        close('MC inner loss', adapted.losses[s].numpy(), inner_losses[s], rtol=RTOL64)
     their_theta, their_logits = forwards[-1]
     for k, value in adapted.params.items():
-        close(f'theta after the last inner step ({k})', value.numpy(), their_theta[k])
-    close('query logits', query_logits.numpy(), their_logits)
-    close('query loss', loss.numpy(), cent)
-    assert accuracy.numpy() == acc
+        close(f'theta after the last inner step ({k})', value.numpy(), their_theta[k],
+              rtol=RTOL64)
+    close('query logits', query_logits.numpy(), their_logits, rtol=RTOL64)
+    close('query loss', loss.numpy(), cent, rtol=RTOL64)
+    # Our accuracy is float32 (the engine's), the original's here float64: the same fraction.
+    assert accuracy.numpy() == np.float32(acc)
 
 
 # ---- the metabatch: meta-gradient, Adam, meta-test pipeline -----------------------------------
@@ -343,29 +443,20 @@ def original_feed(theirs, ep):
 
 
 @pytest.mark.parametrize('mode', ['metadrop', 'maml'])
-def test_meta_gradient_and_adam(original, data_root, tmp_path, monkeypatch, mode):
-    """main.py's meta-train op over a metabatch of 2 tasks: the mean query loss, the
-    meta-gradient (second order) of every variable it trains (theta, phi unless --maml, the
-    batch-norm shifts) as get_train_op computes it, and two steps of that op (Adam, clip
+def test_meta_gradient_and_adam(original64, data_root, tmp_path, monkeypatch, mode):
+    """main.py's meta-train op over a metabatch of 2 tasks, in float64: the mean query loss,
+    the meta-gradient (second order) of every variable it trains (theta, phi unless --maml,
+    the batch-norm shifts) as get_train_op computes it, and two steps of that op (Adam, clip
     [-3, 3]). Against our Runner: the meta-gradient as its compiled step computes it (tasks in
     a while loop) and two calls of its compiled train step. Both tasks get the same draws (5
     inner steps x 5 per noisy forward): our while loop over tasks traces one task. Two inner
-    steps (META_STEPS): second order through more than one step, graphs small enough."""
-    # Batch norm by the plain arithmetic on both sides (ours --nofused_batch_norm, the
-    # original's contrib batch_norm with fused=False). With oneDNN's fused kernel, the MAML
-    # meta-gradient at the weights after the first Adam step came out differently from one
-    # process to the next, on either side (up to 0.08 on entries of 0.4): a ReLU or max-pool
-    # kink that float32 round-off, which differs between runs there, puts on either side
-    # (docs/fidelity.md, issue 19). On the plain path (or with TF_ENABLE_ONEDNN_OPTS=0) it was
-    # stable and both sides agreed to 1e-6.
-    monkeypatch.setattr(nets, 'FUSED_BATCH_NORM', nets.FUSED_BATCH_NORM)  # Runner sets it
-    monkeypatch.setattr(original.layers, 'batch_norm',
-                        functools.partial(tf1_standins.batch_norm, fused=False))
-    runner = ours(data_root, tmp_path, mode, '--nofused_batch_norm', '--n_steps',
-                  str(META_STEPS))
-    assert not nets.FUSED_BATCH_NORM
+    steps (META_STEPS): second order through more than one step, graphs small enough. Batch
+    norm is the plain arithmetic on both sides (no fused kernel exists in float64), whose
+    second derivative tests/test_fast_paths.py compares to the fused kernel's."""
+    original = original64
+    runner = ours(data_root, tmp_path, mode, '--n_steps', str(META_STEPS), dtype=tf.float64)
     model = runner.model
-    ep = random_episode(12)
+    ep = random_episode(12, dtype=np.float64)
     period = META_STEPS * 5
     values = our_values(runner)
     with tf.Graph().as_default():
@@ -413,24 +504,24 @@ def test_meta_gradient_and_adam(original, data_root, tmp_path, monkeypatch, mode
             variables, **runner.task_loop_options())
 
     loss, accs, ours_grads, _ = meta_gradient(*ep)
-    close('meta-train query loss (metabatch mean)', loss.numpy(), cent)
-    np.testing.assert_array_equal(accs.numpy(), acc)
+    close('meta-train query loss (metabatch mean)', loss.numpy(), cent, rtol=RTOL64)
+    np.testing.assert_array_equal(accs.numpy(), acc.astype(np.float32))
     # Under MAML the conv biases ahead of batch norm have an analytic meta-gradient of 0: both
-    # sides hold round-off there (below 1e-4 of the largest entry), which Adam's normalisation
-    # turns into steps of about META_LR in arbitrary directions on both sides alike; they are
-    # checked for that and left out of the other comparisons.
+    # sides hold round-off there, which Adam's normalisation could turn into steps in
+    # arbitrary directions on both sides alike; they are checked for that and left out of
+    # the other comparisons.
     largest = max(float(np.abs(g).max()) for g in their_grads)
     round_off = [name for name in names
                  if mode == 'maml' and re.fullmatch(r'theta/conv\d_b:0', name)]
     for name, i, theirs_g in zip(names, order, their_grads):
         if name in round_off:
-            assert np.abs(theirs_g).max() < 1e-4 * largest
-            assert np.abs(ours_grads[i].numpy()).max() < 1e-4 * largest
+            assert np.abs(theirs_g).max() < RTOL64 * largest
+            assert np.abs(ours_grads[i].numpy()).max() < RTOL64 * largest
             continue
         # Relative to the largest entry of the tensor, but not below 1e-2 of the largest
         # entry overall (a tensor of small entries carries the round-off of the large ones).
         close(f'meta-gradient ({name.split(":")[0]})', ours_grads[i].numpy(), theirs_g,
-              rtol=1e-4, scale=max(float(np.abs(theirs_g).max()), 1e-2 * largest))
+              rtol=RTOL64, scale=max(float(np.abs(theirs_g).max()), 1e-2 * largest))
     for step in range(2):
         if hasattr(model, 'noise'):
             model.noise = Draws(period)
@@ -441,9 +532,9 @@ def test_meta_gradient_and_adam(original, data_root, tmp_path, monkeypatch, mode
                 continue
             # Adam moves every entry by about META_LR; one whose gradient changes sign
             # between the steps moves by a difference of nearly equal terms, which carries
-            # the meta-gradient's round-off relative to META_LR: compared to 1% of a step.
+            # the meta-gradient's round-off relative to META_LR: compared to a step.
             close(f'Adam updates, 2 steps ({name.split("/")[0]})',
-                  ours_by_name[name].numpy() - b, theirs_after - b, rtol=1e-2, scale=META_LR)
+                  ours_by_name[name].numpy() - b, theirs_after - b, rtol=RTOL64, scale=META_LR)
 
 
 def test_meta_test_pipeline(original, data_root, tmp_path, monkeypatch):
@@ -501,22 +592,24 @@ def assert_same_episode(ours_ep, theirs):
 
 
 @pytest.mark.parametrize('mode', ['metadrop', 'maml'])
-def test_export_arrays(original, data_root, tmp_path, monkeypatch, mode):
-    """One episode of `--mode export`: the original's model.export() (features htr / hte,
-    head w / b before every inner step and after the last, 10 noisy support feature sets
-    htr_sample for Meta-Dropout; 3 MC samples per inner loss) and main.py's episode (2-way,
-    classes (0, 5) of the meta-test split) against model/export.py's sampler call and
-    trajectory(), with the same draws in the same order."""
-    runner = ours(data_root, tmp_path, mode)
+def test_export_arrays(original64, data_root, tmp_path, monkeypatch, mode):
+    """One episode of `--mode export`, in float64 (its inner steps take gradients): the
+    original's model.export() (features htr / hte, head w / b before every inner step and
+    after the last, 10 noisy support feature sets htr_sample for Meta-Dropout; 3 MC samples
+    per inner loss) and main.py's episode (2-way, classes (0, 5) of the meta-test split)
+    against model/export.py's sampler call and trajectory(), with the same draws in the same
+    order."""
+    original = original64
+    runner = ours(data_root, tmp_path, mode, dtype=tf.float64)
     model = runner.model
     # The episode: main.py export() for c = 0 and ours as export() draws it, from the same
-    # RandomState.
+    # RandomState; its float32 images are given in float64 to both.
     theirs_ep = generate(original_data(original, data_root), 4, 2, 1, meta_training=False,
                          classes=[0, 5])
     ep = episodes_lib.EpisodeSampler(runner.dataset.test, 2, SHOT, QUERY).sample(
         np.random.RandomState(4), 1, classes=[0, 5])
     assert_same_episode(ep, theirs_ep)
-    xtr, ytr, xte, yte = (a[0] for a in theirs_ep)
+    xtr, ytr, xte, yte = (a[0].astype(np.float64) for a in theirs_ep)
     theirs_draws, ours_draws = Draws(), Draws()
     values = our_values(runner)
     with tf.Graph().as_default():
@@ -530,14 +623,15 @@ def test_export_arrays(original, data_root, tmp_path, monkeypatch, mode):
                                            theirs.xte_2way: xte, theirs.yte_2way: yte})
     if mode == 'metadrop':
         model.noise = ours_draws
-    arrays = export_lib.trajectory(model, tf.constant(ep.xs[0]), tf.constant(ep.ys[0]),
-                                   tf.constant(ep.xq[0]), model.n_test_steps)
+    arrays = export_lib.trajectory(model, tf.constant(ep.xs[0], tf.float64),
+                                   tf.constant(ep.ys[0]), tf.constant(ep.xq[0], tf.float64),
+                                   model.n_test_steps)
     assert sorted(arrays) == sorted(out)
     assert ('htr_sample' in out) == (mode == 'metadrop')
     if mode == 'metadrop':   # under --maml the original draws conv noise it then ignores
         assert ours_draws.calls == theirs_draws.calls
     for key in sorted(out):
-        close(f'export {key}', arrays[key], out[key])
+        close(f'export {key}', arrays[key], out[key], rtol=RTOL64)
 
 
 @pytest.mark.parametrize('meta_training', [True, False], ids=['train', 'test'])

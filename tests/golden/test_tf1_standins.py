@@ -140,6 +140,37 @@ def test_initializers_regularizer_accuracy():
     assert acc == pytest.approx(0.5)
 
 
+def test_softmax_cross_entropy_is_tf1s_in_the_input_dtype():
+    """float32: TF's own tf.losses.softmax_cross_entropy, bitwise, value and gradient. float64:
+    the closed form (mean over examples of -sum y log softmax, gradient (softmax - y) / n) to
+    1e-15, where TF's rounds through float32; other arguments refused."""
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(0., 2., (6, 5)), np.eye(5)[rng.integers(0, 5, 6)]
+
+    def build(dtype, loss_fn):
+        x = tf.constant(logits, dtype)
+        loss = loss_fn(onehot_labels=tf.constant(labels, dtype), logits=x)
+        return loss, tf.gradients(loss, x)[0], tf.constant(len(v1.losses.get_losses()))
+
+    ours32, theirs32 = (run_graph(lambda f=f: build(tf.float32, f))
+                        for f in (tf1.softmax_cross_entropy_in_input_dtype,
+                                  v1.losses.softmax_cross_entropy))
+    for a, b in zip(ours32, theirs32):
+        np.testing.assert_array_equal(a, b)
+    assert ours32[2] == 1   # in the LOSSES collection, as TF's
+    loss, grad, _ = run_graph(lambda: build(tf.float64, tf1.softmax_cross_entropy_in_input_dtype))
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    softmax /= softmax.sum(1, keepdims=True)
+    assert abs(loss - np.mean(-np.sum(labels * np.log(softmax), 1))) < 1e-15 * loss
+    np.testing.assert_allclose(grad, (softmax - labels) / len(labels), rtol=0, atol=1e-16)
+    tf_loss, _, _ = run_graph(lambda: build(tf.float64, v1.losses.softmax_cross_entropy))
+    assert abs(tf_loss - loss) > 1e-12 * loss   # TF's float64 loss went through float32
+    with tf.Graph().as_default():
+        for kwargs in (dict(weights=0.5), dict(label_smoothing=0.1), dict(reduction='none')):
+            with pytest.raises(NotImplementedError):
+                tf1.softmax_cross_entropy_in_input_dtype(labels, logits, **kwargs)
+
+
 def test_namespace_is_compat_v1_plus_standins():
     namespace = tf1.TF1Namespace()
     assert namespace.log is v1.log and namespace.placeholder is v1.placeholder

@@ -142,6 +142,30 @@ def accuracy(predictions, labels, weights=None, name=None):
     return tf.reduce_mean(tf.cast(tf.equal(predictions, labels), tf.float32), name=name)
 
 
+def softmax_cross_entropy_in_input_dtype(onehot_labels, logits, weights=1.0, label_smoothing=0,
+                                         scope=None, **unsupported):
+    """tf.losses.softmax_cross_entropy (TF 1.15) at the arguments metadrop passes (weights 1, no
+    label smoothing, reduction SUM_BY_NONZERO_WEIGHTS): softmax_cross_entropy_with_logits_v2 per
+    example, the labels cast to the logits' dtype with their gradient stopped, summed and divided
+    by the number of examples (div_no_nan), added to the LOSSES collection. TF's
+    compute_weighted_loss casts the per-example losses to float32 for that mean and the result
+    back, whatever the input's dtype: for float32 input this is the same computation; for float64
+    it stays in float64 where TF's would round the loss and its gradient through float32 (1.5e-8
+    relative), which a float64 golden run of an original in float32 must not pick up. Not in
+    TF1Namespace: a float64 golden test puts it in its own namespace."""
+    if unsupported or not (isinstance(weights, float) and weights == 1.0) or label_smoothing:
+        raise NotImplementedError('softmax_cross_entropy stand-in: only weights=1.0 and no label '
+                                  f'smoothing (got weights={weights!r}, label_smoothing='
+                                  f'{label_smoothing!r}, {sorted(unsupported)})')
+    with v1.name_scope(scope, 'softmax_cross_entropy_loss', (logits, onehot_labels)):
+        logits = tf.convert_to_tensor(logits)
+        onehot_labels = tf.stop_gradient(tf.cast(onehot_labels, logits.dtype))
+        losses = tf.nn.softmax_cross_entropy_with_logits(labels=onehot_labels, logits=logits)
+        loss = tf.math.divide_no_nan(tf.reduce_sum(losses), tf.cast(tf.size(losses), logits.dtype))
+        v1.losses.add_loss(loss)
+    return loss
+
+
 contrib_layers = types.SimpleNamespace(
     batch_norm=batch_norm, layer_norm=layer_norm, xavier_initializer=xavier_initializer,
     xavier_initializer_conv2d=xavier_initializer, l2_regularizer=l2_regularizer, flatten=flatten)
