@@ -282,6 +282,9 @@ class Poisoned:
     def __init__(self, sampler, bad):
         self.sampler, self.bad, self.calls = sampler, set(bad), 0
 
+    def __getattr__(self, name):   # the rest of the sampler (draw_ids, episode, ...) as is
+        return getattr(self.sampler, name)
+
     def sample(self, rng, n_tasks):
         ep = self.sampler.sample(rng, n_tasks)
         if self.calls in self.bad:

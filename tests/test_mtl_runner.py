@@ -66,7 +66,7 @@ def test_defaults_and_flag_names_of_the_original():
     (['--model', 'mtl', '--clip_value', '3'], '--clip_value does not apply to --model mtl'),
     (['--model', 'mtl', '--backbone', 'resnet12'], '--backbone_arch'),
     (['--model', 'mtl', '--img_size', '8'], 'too small'),
-    (['--model', 'mtl', '--mode', 'export'], 'runs --mode pretrain, meta_train, meta_test; not export'),
+    (['--model', 'mtl', '--mode', 'export'], 'runs --mode pretrain, meta_train, meta_test, embed; not export'),
     (['--model', 'mtl', '--distribute', 'mirrored'], '--distribute does not apply to --model mtl'),
     (['--model', 'mtl', '--pretrain_dropout_keep', '0'], 'pretrain_dropout_keep'),
     (['--model', 'mtl', '--dataset', 'leo_mini'], 'works on images'),

@@ -104,7 +104,7 @@ def test_tables_match_l2bs_printout():
     (['--model', 'taml', '--dataset', 'svhn'], 'out-of-distribution dataset with no training'),
     (['--model', 'maml', '--omega_on'], '--omega_on does not apply to --model maml'),
     (['--model', 'taml', '--bn_mode', 'episodic'], '--bn_mode does not apply to --model taml'),
-    (['--model', 'taml', '--mode', 'export'], 'runs --mode meta_train, meta_test; not export'),
+    (['--model', 'taml', '--mode', 'export'], 'runs --mode meta_train, meta_test, embed; not export'),
     (['--model', 'taml', '--backbone', 'resnet12'], '--backbone does not apply to --model taml'),
     (['--model', 'taml', '--ood_dataset', 'nope'], "--ood_dataset 'nope'"),
 ])
