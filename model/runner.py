@@ -457,9 +457,9 @@ class Runner:
         self.cfg = cfg
         self.log = log
         self.check_savedir()
-        self.dataset = dataset or load_dataset(cfg.dataset, cfg.data_root,
-                                               progress=getattr(cfg, 'progress', True),
-                                               **dataset_options(cfg))
+        self.dataset = dataset if dataset is not None else load_dataset(
+            cfg.dataset, cfg.data_root, progress=getattr(cfg, 'progress', True),
+            **dataset_options(cfg))
         self.augmenter = make_augmenter(cfg)
         self.lr_milestones = [int(m) for m in getattr(cfg, 'lr_milestones', '').split(',')
                               if m.strip()]

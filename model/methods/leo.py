@@ -153,4 +153,3 @@ register(Method(
     # evaluation chunk and the device split apply.
     shared=shared.RUN_FLAGS + ('n_steps', 'eval_chunk') + shared.DEVICE_FLAGS,
     defaults=DEFAULTS, configure=configure, validate=validate))
-FLAGS = flags.FLAGS

@@ -1,7 +1,5 @@
 """MAML (second order), first-order MAML and Meta-SGD (model/maml.py) on the shared engine:
 their flags are all shared ones; Meta-SGD adds the initial value of its step sizes."""
-from absl import flags
-
 from model import shared_flags as shared
 from model.methods import Method, register
 
@@ -80,4 +78,3 @@ register(
            FAMILY_MODES, builder(meta_sgd=True), family_runner,
            shared=FAMILY_FLAGS + ('alpha_init',), preflight=check_frozen),
 )
-FLAGS = flags.FLAGS

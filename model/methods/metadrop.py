@@ -41,4 +41,3 @@ register(Method('metadrop', 'Meta-Dropout (Lee et al. 2020): learned multiplicat
                 'the support features', FAMILY_MODES, build, family_runner,
                 flags=OWN_FLAGS, shared=FAMILY_FLAGS, validate=validate,
                 preflight=check_frozen))
-FLAGS = flags.FLAGS

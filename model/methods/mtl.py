@@ -151,4 +151,3 @@ register(Method(
             shared.EMBED_FLAGS),
     defaults=DEFAULTS, fixed=dict(clip_value=0.), validate=validate,
     written_folder=written_folder))
-FLAGS = flags.FLAGS

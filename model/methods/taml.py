@@ -104,4 +104,3 @@ register(Method(
             shared.OUTER_FLAGS + shared.TASK_LOOP_FLAGS + shared.DEVICE_FLAGS +
             ('n_channel', 'normalization', 'alpha_init') + shared.EMBED_FLAGS),
     defaults=DEFAULTS, configure=configure, validate=validate))
-FLAGS = flags.FLAGS
